@@ -1,0 +1,28 @@
+// Small utilities: clocks, randomness, hashing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "lib/core/status.h"
+
+namespace weft {
+
+// Monotonic nanoseconds.
+uint64_t nowNs();
+inline uint64_t nowUs() { return nowNs() / 1000; }
+inline uint64_t nowMs() { return nowNs() / 1000000; }
+
+// Cryptographic-quality random bytes (getrandom(2)).
+Status randomBytes(void* out, size_t n);
+
+// 64-bit FNV-1a.
+uint64_t hash64(const void* data, size_t n, uint64_t seed = 0xcbf29ce484222325ull);
+
+// Read a small text file (sysfs/procfs); trailing newline stripped.
+Status readTextFile(const std::string& path, std::string* out);
+
+std::string hexString(const void* data, size_t n);
+
+}  // namespace weft
