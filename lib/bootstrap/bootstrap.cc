@@ -113,12 +113,19 @@ Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::at
 }
 
 Bootstrap::~Bootstrap() {
+  // Stop the service thread first (it may start broadcasts), then finish the broadcasts, then say
+  // goodbye on every outgoing connection so the peers do not take this exit for a crash.
+  stopping_.store(true);
+  if (service_.joinable()) {
+    char c = 1;
+    (void)!write(wakeFd_[1], &c, 1);
+    service_.join();
+  }
   {
     std::lock_guard<std::mutex> g(bgMu_);
     for (auto& t : background_) t.join();
     background_.clear();
   }
-  stopping_.store(true);
   {
     std::lock_guard<std::mutex> g(outMu_);
     for (auto& [peer, o] : outgoing_) {
@@ -129,11 +136,6 @@ Bootstrap::~Bootstrap() {
         o->fd = -1;
       }
     }
-  }
-  if (service_.joinable()) {
-    char c = 1;
-    (void)!write(wakeFd_[1], &c, 1);
-    service_.join();
   }
   for (auto& in : incoming_)
     if (in.fd >= 0) close(in.fd);
@@ -197,8 +199,10 @@ void Bootstrap::handleReadable(size_t index) {
       std::string why = describe(in.rank) +
                         " exited or crashed without destroying its communicator (its bootstrap connection closed)";
       WEFT_WARN(BOOT, "%s", why.c_str());
+      bool first = !hasError();
       recordError(Code::kRemote, why);
       boxCv_.notify_all();
+      if (first) broadcastError(Code::kRemote, why);  // others may not be connected to it
     } else if (in.rank < 0) {
       WEFT_WARN(BOOT, "dropped a bootstrap connection: %s", s.message().c_str());
     }

@@ -128,6 +128,20 @@ Status Communicator::fail(const Status& s) {
   return s;
 }
 
+Status Communicator::rootCause(const Status& local) const {
+  // A closed connection is often the echo of a failure another rank already diagnosed (it saw the
+  // dead peer or the mismatch first, told everyone, then closed): give its report a moment to
+  // arrive and prefer it.
+  if (local.code() != Code::kRemote) return local;
+  uint64_t until = nowNs() + 300 * kNsPerMs;
+  while (!bootstrap_->hasError() && nowNs() < until) {
+    struct timespec ts{0, 5000000};
+    nanosleep(&ts, nullptr);
+  }
+  if (bootstrap_->hasError()) return bootstrap_->error();
+  return local;
+}
+
 Status Communicator::checkInterrupt() const {
   if (abort_.load()) return invalidUsage("the communicator was aborted (weftCommAbort) while this call was in progress");
   if (bootstrap_->hasError()) return bootstrap_->error();
@@ -427,7 +441,7 @@ Status Communicator::run(const OpDesc& op) {
       progressed |= p2;
       sendsIdle &= ch->idle();
     }
-    if (!s) return fail(s.withContext(describeOp(header)));
+    if (!s) return fail(rootCause(s.withContext(describeOp(header))));
     if (ex.done() && sendsIdle) return Status::ok();
     uint64_t now = nowNs();
     if (progressed) {

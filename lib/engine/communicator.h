@@ -67,6 +67,7 @@ class Communicator {
   Status connectPeers(const std::vector<int>& sendPeers, const std::vector<int>& recvPeers);
   Status fail(const Status& s);  // record the sticky error, tell the peers, return it
   Status checkInterrupt() const;
+  Status rootCause(const Status& local) const;
 
   friend class Executor;
   int rank_ = 0;
