@@ -77,6 +77,8 @@ typedef enum {
  * - fp16, bf16 and fp8 are computed in fp32 and rounded to nearest-even to the type once per
  *   reduction step (once per hop); fp8 results saturate to the largest finite value (an infinite
  *   or overflowing result becomes +-max finite; NaN stays NaN);
+ * - max(+0, -0) = +0 and min(+0, -0) = -0 whatever the order (IEEE 754-2019 maximum/minimum);
+ * - denormals are kept (never flushed), whatever the calling thread's FTZ/DAZ setting;
  * - avg = the sum (with the rules above), then divided by the number of ranks once, by the rank
  *   that completes the sum: integers divide with C semantics (truncation toward zero, signed types
  *   as signed); fp32 and fp64 divide in their own precision; fp16, bf16 and fp8 divide in fp32 and
@@ -144,7 +146,8 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
 WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingBytes);
 
 /* Reduce count elements across all ranks with op; every rank gets the result in recvbuff.
- * In place when sendbuff == recvbuff; any other overlap is weftInvalidArgument.
+ * In place when sendbuff == recvbuff; any other overlap is weftInvalidArgument. Buffers must be
+ * aligned to the element size (as any C array of that type is).
  * count == 0 succeeds with NULL buffers. Host buffers: synchronous on the calling thread. */
 WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                                     weftDataType_t datatype, weftRedOp_t op, weftComm_t comm,

@@ -216,6 +216,9 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
     if (sendbuff == nullptr || recvbuff == nullptr)
       return argError(call, std::string(sendbuff == nullptr ? "sendbuff" : "recvbuff") + " is NULL with count " +
                                 std::to_string(count));
+    if (reinterpret_cast<uintptr_t>(sendbuff) % esize != 0 || reinterpret_cast<uintptr_t>(recvbuff) % esize != 0)
+      return argError(call, std::string("sendbuff and recvbuff must be aligned to the element size (") +
+                                std::to_string(esize) + " bytes for " + weft::typeName(dtype) + ")");
     size_t bytes = count * esize;
     auto s0 = reinterpret_cast<uintptr_t>(sendbuff), r0 = reinterpret_cast<uintptr_t>(recvbuff);
     if (s0 != r0 && s0 < r0 + bytes && r0 < s0 + bytes)
