@@ -577,6 +577,22 @@ Mr* remoteMr(Qp* qp, uint32_t rkey, uint64_t addr, uint64_t len, int right) {
   return mr;
 }
 
+// A responder-side error moves the QP to ERR. On a QP connected to itself the requester half
+// must first see the NAK (it does once the response is handled), so only the event is raised.
+void responderError(Qp* qp, const MsgHdr& h, int asyncEvent) {
+  if (h.srcPid == getpid() && h.srcQpn == h.dstQpn) {
+    if (asyncEvent >= 0) {
+      ibv_async_event ev;
+      memset(&ev, 0, sizeof ev);
+      ev.element.qp = &qp->ibqp;
+      ev.event_type = ibv_event_type(asyncEvent);
+      pushAsync(qp->ctx, ev);
+    }
+    return;
+  }
+  qpToError(qp, asyncEvent);
+}
+
 void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
   Global& g = G();
   auto it = g.qps.find(h.dstQpn);
@@ -633,13 +649,13 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
         qp->rq.pop_front();
         recvCqe(qp, r, IBV_WC_LOC_PROT_ERR, IBV_WC_RECV, 0, &h);
         reply(h, kNakRemOp);
-        return qpToError(qp, -1);
+        return responderError(qp, h, -1);
       }
       if (h.len > cap) {
         qp->rq.pop_front();
         recvCqe(qp, r, IBV_WC_LOC_LEN_ERR, IBV_WC_RECV, 0, &h);
         reply(h, kNakInvReq);
-        return qpToError(qp, -1);
+        return responderError(qp, h, -1);
       }
       // Trim the scatter list to the message length.
       uint64_t left = h.len;
@@ -656,7 +672,7 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
     case IBV_WR_RDMA_WRITE_WITH_IMM: {
       if (!(qp->access & IBV_ACCESS_REMOTE_WRITE)) {
         reply(h, kNakInvReq);
-        return qpToError(qp, IBV_EVENT_QP_REQ_ERR);
+        return responderError(qp, h, IBV_EVENT_QP_REQ_ERR);
       }
       bool imm = op == IBV_WR_RDMA_WRITE_WITH_IMM;
       if (imm && qp->rq.empty()) return reply(h, kRnr, qp->minRnrTimer);
@@ -664,7 +680,7 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
         Mr* mr = remoteMr(qp, h.rkey, h.raddr, h.len, IBV_ACCESS_REMOTE_WRITE);
         if (!mr) {
           reply(h, kNakAccess);
-          return qpToError(qp, IBV_EVENT_QP_ACCESS_ERR);
+          return responderError(qp, h, IBV_EVENT_QP_ACCESS_ERR);
         }
         if (!fill({{mr->va + (h.raddr - mr->iova), h.len}})) return reply(h, kLocalFault);
       }
@@ -678,13 +694,13 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
     case IBV_WR_RDMA_READ: {
       if (!(qp->access & IBV_ACCESS_REMOTE_READ) || qp->maxDestRd < 1) {
         reply(h, kNakInvReq);
-        return qpToError(qp, IBV_EVENT_QP_REQ_ERR);
+        return responderError(qp, h, IBV_EVENT_QP_REQ_ERR);
       }
       if (h.len) {
         Mr* mr = remoteMr(qp, h.rkey, h.raddr, h.len, IBV_ACCESS_REMOTE_READ);
         if (!mr) {
           reply(h, kNakAccess);
-          return qpToError(qp, IBV_EVENT_QP_ACCESS_ERR);
+          return responderError(qp, h, IBV_EVENT_QP_ACCESS_ERR);
         }
         if (!moveBytes(h.srcPid, {{mr->va + (h.raddr - mr->iova), h.len}}, remote, false))
           return reply(h, kLocalFault);
@@ -693,7 +709,7 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
     }
     default:
       reply(h, kNakInvReq);
-      return qpToError(qp, IBV_EVENT_QP_REQ_ERR);
+      return responderError(qp, h, IBV_EVENT_QP_REQ_ERR);
   }
   qp->rqPsn = (qp->rqPsn + 1) & 0xffffff;
   reply(h, kAck);
@@ -825,7 +841,7 @@ void forkChild() {
   g.mrs.clear();
   for (Context* c : g.ctxs) c->alive = false;
   g.ctxs.clear();
-  g.rng ^= uint64_t(getpid()) * 0x9e3779b97f4a7c15ull;
+  g.cfgLoaded = false;  // the child may have a different environment by its first open
   G().mu.unlock();
   E().lifeMu.unlock();
 }
