@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <dirent.h>
 
 #include "lib/core/config.h"
@@ -153,6 +154,21 @@ std::vector<PciDevice> sysfsNvidiaGpus(const std::string& root) {
 
 void note(NodeTopology* t, const std::string& n) { t->notes.push_back(n); }
 
+int countSysfsNumaNodes(const std::string& root) {
+  int n = 0;
+  DIR* d = opendir((root + "/devices/system/node").c_str());
+  if (!d) return 0;
+  while (dirent* e = readdir(d)) {
+    const char* name = e->d_name;
+    if (std::strncmp(name, "node", 4) != 0 || !name[4]) continue;
+    bool digits = true;
+    for (const char* c = name + 4; *c; ++c) digits = digits && std::isdigit(static_cast<unsigned char>(*c));
+    n += digits ? 1 : 0;
+  }
+  closedir(d);
+  return n;
+}
+
 }  // namespace
 
 void assignRails(NodeTopology* topo) {
@@ -233,8 +249,18 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
   std::string root = options.sysfsRoot.empty() ? std::string("/sys") : options.sysfsRoot;
   t.source = "sysfs=" + root + " hwloc=" + (options.hwlocXml.empty() ? "live" : options.hwlocXml);
 
+  // The live hwloc topology describes this machine; when WEFT_SYSFS_ROOT points at another tree
+  // (a fixture) without an XML, the PCI tree comes from that sysfs instead.
   PciTree tree;
-  WEFT_TRY(PciTree::load(options.hwlocXml, &tree, &t.notes));
+  bool defaultRoot = root == "/sys" || root == "/sys/";
+  if (!options.hwlocXml.empty() || defaultRoot) {
+    WEFT_TRY(PciTree::load(options.hwlocXml, &tree, &t.notes));
+  } else {
+    std::string n = "WEFT_SYSFS_ROOT=" + root + " without WEFT_HWLOC_XML: the PCI tree and GPUs "
+                    "come from that sysfs, not from this machine's hwloc";
+    WEFT_INFO(TOPO, "%s", n.c_str());
+    note(&t, n);
+  }
   // Host name: given, else the XML's (a fixture describes another machine), else ours.
   t.hostName = !options.hostName.empty() ? options.hostName : tree.hostName();
   if (t.hostName.empty()) {
@@ -243,6 +269,7 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
     t.hostName = host;
   }
   t.numaNodes = tree.numaNodes();
+  if (t.numaNodes == 0) t.numaNodes = countSysfsNumaNodes(root);
 
   // GPUs.
   std::vector<PciDevice> gpuDevs;
@@ -254,10 +281,14 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
                                "\" (WEFT_GPU_BUS_IDS or CUDA) is not a PCI bus id; write "
                                "dddd:bb:dd.f, e.g. 0000:1b:00.0");
       if (!tree.device(d.busId, &d)) {
-        std::string n = "GPU " + d.busId + " is not in the PCI tree" +
+        bool inSysfs = !pciDevicePath(root, d.busId).empty();
+        std::string n = "GPU " + d.busId + " is not in the hwloc PCI tree" +
                         (tree.pciDeviceCount() ? "" : " (hwloc has none)") +
-                        "; its distances to the NICs are unknown";
-        WEFT_WARN(TOPO, "%s", n.c_str());
+                        (inSysfs ? "; distances from its sysfs path"
+                                 : " nor under " + root + "/bus/pci/devices; its distances to "
+                                   "the NICs are unknown");
+        if (inSysfs) WEFT_INFO(TOPO, "%s", n.c_str());
+        else WEFT_WARN(TOPO, "%s", n.c_str());
         note(&t, n);
       }
       if (std::none_of(gpuDevs.begin(), gpuDevs.end(),
@@ -295,12 +326,14 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
   std::vector<SysfsPort> ports;
   WEFT_TRY(readSysfsPorts(root, &ports, &t.notes));
   for (SysfsPort& sp : ports) {
-    NicPort& p = sp.port;
+    NicPort p = sp.port;
     if (p.numaNode < 0 && !p.pciBusId.empty()) p.numaNode = tree.numaNodeOf(p.pciBusId);
     if (!p.pciBusId.empty() && tree.pciDeviceCount() > 0 && !tree.contains(p.pciBusId)) {
       std::string n = portName(p) + ": PCI function " + p.pciBusId +
-                      " is not in the hwloc PCI tree; its distances are unknown";
-      WEFT_WARN(TOPO, "%s", n.c_str());
+                      " is not in the hwloc PCI tree" +
+                      (sp.pciPath.empty() ? "; its distances are unknown"
+                                          : "; distances from its sysfs path");
+      WEFT_INFO(TOPO, "%s", n.c_str());
       note(&t, n);
     }
     GidChoice gc = chooseGid(p, sp.uppers, policy);
@@ -310,16 +343,30 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
     t.nics.push_back(std::move(p));
   }
 
-  // Distances.
+  // Distances: hwloc's PCI tree, else the sysfs device paths.
+  std::vector<std::string> gpuPaths;
+  for (const Gpu& g : t.gpus) gpuPaths.push_back(pciDevicePath(root, g.pciBusId));
+  bool fromSysfs = false;
   t.distance.assign(t.gpus.size(), std::vector<PciDistance>(t.nics.size()));
   for (size_t g = 0; g < t.gpus.size(); ++g)
     for (size_t n = 0; n < t.nics.size(); ++n) {
       PciDistance d;
       if (!t.nics[n].pciBusId.empty())
         d.path = tree.distance(t.gpus[g].pciBusId, t.nics[n].pciBusId, &d.hops);
+      if (d.path == PathType::kUnknown && !gpuPaths[g].empty() && !ports[n].pciPath.empty()) {
+        d.path = sysfsPathDistance(gpuPaths[g], ports[n].pciPath, t.gpus[g].numaNode,
+                                   t.nics[n].numaNode, &d.hops);
+        fromSysfs |= d.path != PathType::kUnknown;
+      }
       if (d.path == PathType::kUnknown) d.hops = -1;
       t.distance[g][n] = d;
     }
+  if (fromSysfs) {
+    std::string n = "some PCI distances come from sysfs device paths because hwloc's PCI tree "
+                    "lacks those devices";
+    WEFT_INFO(TOPO, "%s", n.c_str());
+    note(&t, n);
+  }
 
   // Exclusions.
   for (size_t n = 0; n < t.nics.size(); ++n) {

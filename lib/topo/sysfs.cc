@@ -180,6 +180,56 @@ bool parseCpuList(const std::string& s, std::vector<int>* cpus) {
   return true;
 }
 
+namespace {
+// Components from the host bridge ("pci0000:10") down to the device; empty if not a PCI path.
+std::vector<std::string> pciComponents(const std::string& path) {
+  std::vector<std::string> comps;
+  size_t pos = 0;
+  bool started = false;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string::npos) slash = path.size();
+    std::string c = path.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (!started && c.size() >= 8 && c.compare(0, 3, "pci") == 0 && c.find(':') != std::string::npos) {
+      started = true;
+      comps.push_back(c);
+    } else if (started) {
+      if (!isBusId(c)) break;
+      comps.push_back(c);
+    }
+  }
+  if (comps.size() < 2) comps.clear();
+  return comps;
+}
+}  // namespace
+
+PathType sysfsPathDistance(const std::string& a, const std::string& b, int numaA, int numaB,
+                           int* hops) {
+  if (hops) *hops = -1;
+  std::vector<std::string> ca = pciComponents(a), cb = pciComponents(b);
+  if (ca.empty() || cb.empty()) return PathType::kUnknown;
+  size_t common = 0;
+  while (common < ca.size() && common < cb.size() && ca[common] == cb[common]) ++common;
+  if (common == 0) {
+    // Different host bridges: up to the socket (NODE) or the machine (SYS), as hwloc counts it.
+    bool sameNode = numaA >= 0 && numaA == numaB;
+    if (hops) *hops = static_cast<int>(ca.size() + cb.size()) + (sameNode ? 0 : 2);
+    return sameNode ? PathType::kNode : PathType::kSys;
+  }
+  if (hops) *hops = static_cast<int>(ca.size() - common + cb.size() - common);
+  if (common == ca.size() || common == cb.size()) return PathType::kPix;  // one contains the other
+  if (common == 1) return PathType::kPhb;
+  // Common ancestor is a bridge; bridges strictly between it and each device.
+  size_t belowA = ca.size() - common - 1, belowB = cb.size() - common - 1;
+  return std::max(belowA, belowB) <= 1 ? PathType::kPix : PathType::kPxb;
+}
+
+std::string pciDevicePath(const std::string& root, const std::string& busId) {
+  std::string p = realPath(root + "/bus/pci/devices/" + busId);
+  return busIdFromPath(p) == busId ? p : "";
+}
+
 int numaNodeOfCpuList(const std::string& root, const std::string& cpulist) {
   std::vector<int> want;
   if (!parseCpuList(cpulist, &want) || want.empty()) return -1;
@@ -215,9 +265,9 @@ Status readSysfsPorts(const std::string& root, std::vector<SysfsPort>* ports,
     std::string pciPath = realPath(devDir + "/device");
     std::string busId = busIdFromPath(pciPath);
     if (busId.empty()) {
-      std::string n = dev + ": " + devDir + "/device does not resolve to a PCI function; its " +
-                      "ports cannot be placed in the PCI tree";
-      WEFT_WARN(TOPO, "%s", n.c_str());
+      std::string n = dev + ": " + devDir + "/device does not resolve to a PCI function (a " +
+                      "software device?); its ports cannot be placed in the PCI tree";
+      WEFT_INFO(TOPO, "%s", n.c_str());
       notes->push_back(n);
     } else {
       // Trim the path to the PCI function itself (the device link may point at a child).

@@ -36,6 +36,14 @@ bool parseCpuList(const std::string& s, std::vector<int>* cpus);
 Status readSysfsPorts(const std::string& root, std::vector<SysfsPort>* ports,
                       std::vector<std::string>* notes);
 
+// PCI distance from two resolved sysfs device paths (.../pci0000:10/0000:10:01.0/.../0000:15:00.0),
+// used when hwloc's tree lacks a device. Different host bridges: NODE when both NUMA nodes are known
+// and equal, else SYS. kUnknown when a path is not a PCI device path.
+PathType sysfsPathDistance(const std::string& a, const std::string& b, int numaA, int numaB,
+                           int* hops);
+// realpath of <root>/bus/pci/devices/<busId>, empty if absent.
+std::string pciDevicePath(const std::string& root, const std::string& busId);
+
 // NUMA node of a CPU list, from <root>/devices/system/node/node*/cpulist; -1 if unknown.
 int numaNodeOfCpuList(const std::string& root, const std::string& cpulist);
 

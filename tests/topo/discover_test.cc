@@ -298,6 +298,31 @@ TEST(DiscoverDgx, NicsFewerThanGpusAreShared) {
   EXPECT_EQ(t.railPort(1).device, "mlx5_4");
 }
 
+TEST(DiscoverDgx, TwoPortsOnOnePciFunction) {
+  TempDir dir;
+  DiscoveryOptions o = copyFixture("dgx_h100", dir);
+  std::string dev = o.sysfsRoot + "/class/infiniband/mlx5_0/ports/";
+  std::filesystem::copy(dev + "1", dev + "2", std::filesystem::copy_options::recursive);
+  writeFile(dev + "2/lid", "0x99\n");
+  NodeTopology t = discover(o);
+  ASSERT_EQ(t.nics.size(), 9u);
+  ASSERT_EQ(t.rails.size(), 9u);
+  EXPECT_EQ(t.railPort(0).device, "mlx5_0");
+  EXPECT_EQ(t.railPort(0).port, 1);
+  EXPECT_EQ(t.railPort(1).device, "mlx5_0");
+  EXPECT_EQ(t.railPort(1).port, 2);
+  EXPECT_EQ(t.railPort(1).lid, 0x99u);
+  EXPECT_EQ(t.railPort(1).pciBusId, t.railPort(0).pciBusId);
+  EXPECT_EQ(t.gpus[0].rails, (std::vector<int>{0, 1}));
+  EXPECT_EQ(t.gpus[1].rails, std::vector<int>{2});
+  // A port-qualified WEFT_IB_HCA entry picks one of the two.
+  o.ibHca = "=mlx5_0:2,mlx5_3";
+  t = discover(o);
+  ASSERT_EQ(t.rails.size(), 2u);
+  EXPECT_EQ(t.railPort(0).port, 2);
+  EXPECT_EQ(t.railPort(1).device, "mlx5_3");
+}
+
 TEST(Discover, GpuBusIdsOverride) {
   DiscoveryOptions o = fixtureOptions("oci_h100");
   o.gpuBusIds = {"0000:36:00.0", "15:00.0"};  // not GPUs in the fixture's eyes, and unsorted
@@ -319,7 +344,7 @@ TEST(Discover, GpuBusIdsOverride) {
   EXPECT_EQ(t.gpus[0].rails.size(), 16u);
   EXPECT_EQ(t.gpus[0].railPath, PathType::kUnknown);
   bool noted = false;
-  for (const std::string& n : t.notes) noted |= n.find("0000:ee:00.0 is not in the PCI tree") != std::string::npos;
+  for (const std::string& n : t.notes) noted |= n.find("0000:ee:00.0 is not in the hwloc PCI tree") != std::string::npos;
   EXPECT_TRUE(noted);
 
   o.gpuBusIds = {"gpu0"};
@@ -349,8 +374,51 @@ TEST(Discover, GpusFromSysfsWhenHwlocHasNoPciTree) {
   EXPECT_EQ(t.gpus[0].pciBusId, kDgxGpus[0]);
   EXPECT_EQ(t.gpus[0].numaNode, 0);  // from sysfs numa_node
   EXPECT_EQ(t.rails.size(), 8u);
-  EXPECT_EQ(t.gpus[0].rails.size(), 8u);  // distances unknown: every rail
+  // Distances from the sysfs device paths instead: the same answer as hwloc gives.
+  NodeTopology ref = discover(fixtureOptions("dgx_h100"));
+  for (size_t g = 0; g < 8; ++g) {
+    EXPECT_EQ(t.gpus[g].rails, ref.gpus[g].rails) << g;
+    EXPECT_EQ(t.gpus[g].railPath, ref.gpus[g].railPath) << g;
+    for (size_t n = 0; n < 8; ++n) EXPECT_EQ(t.distance[g][n], ref.distance[g][n]) << g << " " << n;
+  }
+  bool noted = false;
+  for (const std::string& n : t.notes) noted |= n.find("from sysfs device paths") != std::string::npos;
+  EXPECT_TRUE(noted);
+
+  // Without the sysfs PCI tree either, distances are unknown and each GPU gets every rail.
+  TempDir dir2;
+  DiscoveryOptions c = testing::copyFixture("dgx_h100", dir2);
+  c.hwlocXml = xml;
+  std::filesystem::remove_all(c.sysfsRoot + "/bus");
+  c.gpuBusIds = kDgxGpus;
+  for (const std::string& dev : kDgxNics)  // NIC device links that no longer lead to a PCI path
+    std::filesystem::remove(c.sysfsRoot + "/class/infiniband/" + dev + "/device");
+  t = discover(c);
+  ASSERT_EQ(t.gpus.size(), 8u);
+  EXPECT_EQ(t.gpus[0].rails.size(), 8u);
+  EXPECT_EQ(t.gpus[0].railPath, PathType::kUnknown);
   EXPECT_EQ(t.distance[0][0].path, PathType::kUnknown);
+}
+
+TEST(Discover, SysfsRootAloneDescribesTheWholeNode) {
+  for (const char* fx : {"dgx_h100", "oci_h100"}) {
+    DiscoveryOptions o = fixtureOptions(fx);
+    NodeTopology ref = discover(o);
+    o.hwlocXml.clear();  // not this machine's hwloc: the fixture's sysfs PCI tree
+    NodeTopology t = discover(o);
+    EXPECT_EQ(t.numaNodes, 2);
+    ASSERT_EQ(t.gpus.size(), ref.gpus.size()) << fx;
+    ASSERT_EQ(t.rails, ref.rails) << fx;
+    for (size_t g = 0; g < t.gpus.size(); ++g) {
+      EXPECT_EQ(t.gpus[g].rails, ref.gpus[g].rails) << fx << g;
+      EXPECT_EQ(t.gpus[g].numaNode, ref.gpus[g].numaNode) << fx << g;
+      EXPECT_EQ(t.distance[g], ref.distance[g]) << fx << g;
+    }
+    for (size_t n = 0; n < t.nics.size(); ++n) {
+      EXPECT_EQ(t.nics[n].excluded, ref.nics[n].excluded) << fx << n;
+      EXPECT_EQ(t.nics[n].gidIndex, ref.nics[n].gidIndex) << fx << n;
+    }
+  }
 }
 
 TEST(Discover, ThisMachineLoadsWithoutCrashing) {
