@@ -136,5 +136,22 @@ TEST(AllReduceSmallBuffers, TunerChoiceManyChunks) {
   unsetenv("WEFT_NSLOTS");
 }
 
+// The larger cross-product (ctest -L full): 5 and 7 ranks, every type large, sizes around chunk
+// boundaries, the tuner's choice and both forced algorithms.
+class FullAllReduceMatrix : public ::testing::TestWithParam<int> {};
+
+TEST_P(FullAllReduceMatrix, EveryTypeLargeAroundChunkBoundaries) {
+  setenv("WEFT_SOCKET_IFNAME", "lo", 1);
+  setenv("WEFT_NSLOTS", "4", 1);
+  MatrixOptions mo;
+  mo.sizes = {0, 1, 2, 3, 7, 255, 256, 257, 4093, 8191, 8192, 8193, 65537};
+  mo.allTypesLarge = true;
+  mo.largeCount = (1u << 20) + 13;
+  runMatrix(GetParam(), {"", "ring", "tree"}, mo, "65536", 1800);
+  unsetenv("WEFT_NSLOTS");
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, FullAllReduceMatrix, ::testing::Values(5, 7));
+
 }  // namespace
 }  // namespace weft::test
