@@ -200,6 +200,7 @@ uint64_t randU64Locked();
 void engineAcquire();  // first context: start the progress thread
 void engineRelease();  // last context closed: stop it
 void engineKick();     // wake the progress thread (caller may hold mu)
+void requesterPoke(Qp* qp);  // caller holds mu: transmit what is due now, wake the thread if needed
 
 // QPN registry shared by all processes of this uid.
 uint32_t registryAlloc();  // 0 on failure

@@ -169,6 +169,9 @@ struct Engine {
   std::vector<Conn*> conns;
   std::map<pid_t, Conn*> byPid;
   std::deque<std::string> selfInbox;
+  // When the sleeping progress thread wakes up by itself (INT64_MAX: never; 0: it is awake and
+  // will rescan every QP before sleeping again). Read and written under G().mu.
+  int64_t sleepUntil = 0;
 };
 
 Engine& E() {
@@ -218,6 +221,7 @@ bool sendTo(pid_t pid, std::string msg) {
     c->pid = pid;
     e.conns.push_back(c);
     e.byPid[pid] = c;
+    engineKick();  // the progress thread must poll the new connection (answers may come on it)
   }
   if (!c->outq.empty()) {
     c->outq.push_back(std::move(msg));
@@ -227,6 +231,7 @@ bool sendTo(pid_t pid, std::string msg) {
   if (n == ssize_t(msg.size())) return true;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     c->outq.push_back(std::move(msg));
+    engineKick();  // it must wait for POLLOUT on this connection
     return true;
   }
   closeConn(c);
@@ -384,6 +389,8 @@ void rewind(Qp* qp, int64_t t) {
 
 // ---------------------------------------------------------------------------------------------
 // Requester
+bool gPosting = false;  // processRequester runs in a posting thread (requesterPoke), under mu
+
 void transmit(Qp* qp, SendWqe& w, int64_t now) {
   Global& g = G();
   std::vector<WireIov> iov;
@@ -405,6 +412,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
   if (bad == IBV_WC_SUCCESS && w.opcode == IBV_WR_RDMA_READ && qp->maxRd < 1)
     bad = IBV_WC_LOC_QP_OP_ERR;
   if (bad != IBV_WC_SUCCESS) {
+    if (gPosting) return;  // even errors complete on the progress thread, after post returns
     completeError(qp, w, bad);
     return;
   }
@@ -491,6 +499,7 @@ int64_t processRequester(Qp* qp, int64_t now) {
       break;
     }
     transmit(qp, w, now);
+    if (w.st == SendWqe::kQueued) return now;  // left for the progress thread
     if (qp->ibqp.state == IBV_QPS_ERR) return INT64_MAX;
     next = std::min(next, w.deadline);
   }
@@ -761,6 +770,7 @@ void* engineMain(void*) {
       pfds.push_back({c->fd, short(POLLIN | (c->outq.empty() ? 0 : POLLOUT)), 0});
       pconns.push_back(c);
     }
+    e.sleepUntil = next;
     timespec ts, *tsp = nullptr;
     if (next != INT64_MAX) {
       int64_t wait = std::max<int64_t>(0, next - now);
@@ -771,6 +781,7 @@ void* engineMain(void*) {
     lk.unlock();
     int rc = ppoll(pfds.data(), pfds.size(), tsp, nullptr);
     lk.lock();
+    e.sleepUntil = 0;
     if (rc <= 0) continue;
     if (pfds[0].revents & POLLIN) {
       uint64_t v;
@@ -899,6 +910,22 @@ void engineRelease() {
   if (e.lfd >= 0) close(e.lfd);
   if (e.evfd >= 0) close(e.evfd);
   e.lfd = e.evfd = -1;
+}
+
+void requesterPoke(Qp* qp) {
+  // The posting thread starts the transmission itself (one thread hop less per message); the
+  // completion still comes from the progress thread when the responder's answer arrives.
+  Engine& e = E();
+  if (!e.running) return;
+  if (qp->ibqp.state != IBV_QPS_RTS || (!qp->sq.empty() && qp->sq.front().st == SendWqe::kSent &&
+                                        nowNs() >= qp->sq.front().deadline)) {
+    engineKick();  // flushes, timeouts and retries are the progress thread's
+    return;
+  }
+  gPosting = true;
+  int64_t next = processRequester(qp, nowNs());
+  gPosting = false;
+  if (!e.selfInbox.empty() || next < e.sleepUntil) engineKick();
 }
 
 void engineKick() {

@@ -709,7 +709,7 @@ extern "C" int sv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
     }
     if (err) {
       if (bad) *bad = wr;
-      if (kick) engineKick();
+      if (kick) requesterPoke(qp);
       return err;
     }
     w.seq = qp->postSeq++;
@@ -722,7 +722,7 @@ extern "C" int sv_post_send(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
     qp->sq.push_back(std::move(w));
     kick = true;
   }
-  if (kick) engineKick();
+  if (kick) requesterPoke(qp);
   return 0;
 }
 
