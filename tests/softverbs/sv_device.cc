@@ -544,6 +544,20 @@ SV_EXPORT int ibv_close_device(ibv_context* context) {
     }
     g.ctxs.erase(it);
     ctx->alive = false;
+    // Objects the application did not destroy stop being reachable from the wire (their memory
+    // is left alone: the application still holds the pointers).
+    for (auto q = g.qps.begin(); q != g.qps.end();) {
+      if (q->second->ctx == ctx) {
+        registryFree(q->first);
+        q = g.qps.erase(q);
+      } else {
+        ++q;
+      }
+    }
+    for (auto m = g.mrs.begin(); m != g.mrs.end();) {
+      if (m->second->pd->ctx == ctx) m = g.mrs.erase(m);
+      else ++m;
+    }
   }
   engineRelease();
   close(ctx->asyncFd);
