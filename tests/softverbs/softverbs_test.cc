@@ -1106,6 +1106,39 @@ TEST(Errors, RnrInfiniteRetryWaitsForReceive) {
   EXPECT_TRUE(checkPattern(p.bb.p() + 100, 10, 6));
 }
 
+TEST(Errors, SourceUnmappedBeforeExecutionIsALocalProtectionError) {
+  // The SEND waits on RNR (no receive yet); its source disappears; then a receive is posted.
+  Dev d;
+  Q q(d);
+  Opts o;
+  o.minRnrTimer = 1;
+  Endpoint e = q.ep(d, nullptr, 1);
+  ASSERT_EQ(connect(q.qp, e, 1, o), 0);
+  void* mem = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  ibv_mr* mr = ibv_reg_mr(d.pd, mem, 8192, IBV_ACCESS_LOCAL_WRITE);
+  ASSERT_NE(mr, nullptr);
+  Buf dst(d.pd, 8192);
+  ASSERT_EQ(postSend(q.qp, IBV_WR_SEND, 1, mem, 4096, mr->lkey), 0);
+  ibv_wc wc;
+  EXPECT_EQ(pollOne(q.cq, &wc, 20), 0);
+  munmap(mem, 8192);
+  ASSERT_EQ(postRecv(q.qp, 2, dst.p(), 8192, dst.mr->lkey), 0);
+  bool sawSend = false, sawRecv = false;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(pollOne(q.cq, &wc), 1);
+    if (wc.wr_id == 1) {
+      sawSend = true;
+      EXPECT_EQ(wc.status, IBV_WC_LOC_PROT_ERR);
+    } else {
+      sawRecv = true;
+      EXPECT_EQ(wc.status, IBV_WC_WR_FLUSH_ERR);
+    }
+  }
+  EXPECT_TRUE(sawSend && sawRecv);
+  EXPECT_EQ(ibv_dereg_mr(mr), 0);
+}
+
 TEST(Errors, RetryExceededWhenPeerQpIsDestroyed) {
   Dev d;
   Q a(d);
