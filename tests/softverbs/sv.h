@@ -115,6 +115,9 @@ struct Cq {
   int capacity = 0;
   std::deque<Cqe> entries;
   std::atomic<int> avail{0};  // entries.size(), readable without mu (poll fast path)
+  std::atomic<uint32_t> pushes{0};  // futex word: bumped on every push
+  std::atomic<int> waiters{0};
+  std::atomic<uint32_t> emptyPolls{0};  // consecutive empty polls
   bool armed = false, solicitedOnly = false;
   std::atomic<bool> overrun{false};
   int qpRefs = 0;

@@ -22,7 +22,9 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -959,6 +961,10 @@ void cqPush(Cq* cq, const Cqe& e) {
   }
   cq->entries.push_back(e);
   cq->avail.fetch_add(1, std::memory_order_release);
+  cq->pushes.fetch_add(1, std::memory_order_release);
+  if (cq->waiters.load(std::memory_order_acquire) > 0)
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&cq->pushes), FUTEX_WAKE_PRIVATE, INT32_MAX,
+            nullptr, nullptr, 0);
   if (cq->armed && cq->ch &&
       (!cq->solicitedOnly || e.solicited || e.wc.status != IBV_WC_SUCCESS)) {
     cq->armed = false;
