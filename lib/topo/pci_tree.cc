@@ -47,6 +47,9 @@ Status PciTree::load(const std::string& xmlPath, PciTree* out, std::vector<std::
   }
   // Without an I/O filter hwloc drops every PCI and OS device, even from an XML.
   hwloc_topology_set_io_types_filter(impl->topo, HWLOC_TYPE_FILTER_KEEP_ALL);
+  // The Linux backend reads the PCI tree from sysfs by itself; the libpciaccess-based "pci" plugin
+  // adds nothing there and leaks on every load, so leave it out.
+  hwloc_topology_set_components(impl->topo, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, "pci");
   if (!xmlPath.empty()) {
     FILE* f = std::fopen(xmlPath.c_str(), "r");
     if (!f)

@@ -346,6 +346,7 @@ Status readSysfsPorts(const std::string& root, std::vector<SysfsPort>* ports,
         e.index = std::atoi(gn.c_str());
         std::string raw;
         if (readSysfs(portDir + "/gids/" + gn, &raw) != 0 || !parseSysfsGid(raw, &e.gid)) continue;
+        if (gidIsZero(e.gid)) continue;  // an empty slot (its attributes read EINVAL)
         int e1 = readSysfs(portDir + "/gid_attrs/types/" + gn, &e.type);
         int e2 = readSysfs(portDir + "/gid_attrs/ndevs/" + gn, &e.netdev);
         if (e1 != 0 || e.type.empty()) {
@@ -356,7 +357,6 @@ Status readSysfsPorts(const std::string& root, std::vector<SysfsPort>* ports,
           e.netdev.clear();  // IB GIDs have no netdev
           if (p.linkLayer == LinkLayer::kEthernet) e.readable = false;
         }
-        if (!e.readable && gidIsZero(e.gid)) continue;  // an empty slot
         p.gids.push_back(e);
       }
       if (p.netdev.empty() && p.linkLayer == LinkLayer::kEthernet) {
