@@ -1,0 +1,11 @@
+# weft-bench: the nccl-tests-compatible benchmark. Public API only: it links the shared library
+# `weft` (never weft_internal), so it measures exactly what users get.
+add_executable(weft-bench
+  ${CMAKE_CURRENT_LIST_DIR}/weft_bench.cc
+  ${CMAKE_CURRENT_LIST_DIR}/weft_bench_data.cc)
+target_link_libraries(weft-bench PRIVATE weft)
+weft_warnings(weft-bench)
+# Installed next to libweft: find it through the RPATH relative to bin/.
+set_target_properties(weft-bench PROPERTIES
+  INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
+install(TARGETS weft-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
