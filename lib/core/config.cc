@@ -16,6 +16,9 @@ const std::vector<Var> kTable = {
 #if __has_include("lib/core/config_vars_topo.inc")
 #include "lib/core/config_vars_topo.inc"
 #endif
+#if __has_include("lib/core/config_vars_cpu.inc")
+#include "lib/core/config_vars_cpu.inc"
+#endif
 #if __has_include("lib/core/config_vars_ib.inc")
 #include "lib/core/config_vars_ib.inc"
 #endif
