@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# weft-bench must refuse bad command lines with a clear message and a non-zero exit, before it
+# starts any rank.
+# usage: check_bad_flag.sh <weft-bench>
+set -uo pipefail
+bench=${1:?usage: check_bad_flag.sh <weft-bench>}
+status=0
+
+expect() {  # expect <message substring> <args...>
+  local want=$1 err rc
+  shift
+  err=$("$bench" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    echo "FAIL: weft-bench $* exited 0" >&2; status=1
+  elif ! grep -qF -- "$want" <<< "$err"; then
+    echo "FAIL: weft-bench $*: message lacks '$want': $err" >&2; status=1
+  else
+    echo "ok: weft-bench $* -> $rc: $(head -n 1 <<< "$err")"
+  fi
+}
+
+expect "unknown option '--no-such-flag'" all_reduce --no-such-flag
+expect "unknown option '-q'" all_reduce -q 1
+expect "option '-b' needs a value" all_reduce -b
+expect "-b/--minbytes: expected a byte count" all_reduce -b 12Q
+expect "-d/--datatype: unknown type 'float9'" all_reduce -d float9
+expect "-o/--op: unknown op 'mulsum'" all_reduce -o mulsum
+expect "--ranks: expected an integer" all_reduce --ranks 0
+expect "-e/--maxbytes is smaller" all_reduce -b 1M -e 1K
+expect "unknown collective 'all_gather'" all_gather
+expect "missing the collective"
+exit $status
