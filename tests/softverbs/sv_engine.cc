@@ -628,7 +628,7 @@ void onRequest(const MsgHdr& h, const char* body, size_t bodyLen) {
   if (!h.inl) {
     if (bodyLen < h.nIov * sizeof(WireIov)) return reply(h, kDrop);
     remote.resize(h.nIov);
-    memcpy(remote.data(), body, h.nIov * sizeof(WireIov));
+    if (h.nIov) memcpy(remote.data(), body, h.nIov * sizeof(WireIov));
   } else if (bodyLen < h.len) {
     return reply(h, kDrop);
   }
