@@ -12,123 +12,217 @@ void segment(size_t count, int n, int s, size_t* offset, size_t* len) {
   *offset = i * base + std::min(i, rem);
   *len = base + (i < rem ? 1 : 0);
 }
+
+int mod(int a, int n) { return ((a % n) + n) % n; }
+int positionOf(const std::vector<int>& ring, int rank) {
+  return static_cast<int>(std::find(ring.begin(), ring.end(), rank) - ring.begin());
+}
+
+Step sendTo(Step st, int peer) {
+  st.sendPeers[st.nsend++] = peer;
+  return st;
+}
+Step recvFrom(Step st, int peer) {
+  st.recvPeers[st.nrecv++] = peer;
+  return st;
+}
+Schedule single(std::vector<Step> steps) {
+  Schedule s;
+  s.phases.push_back(Phase{std::move(steps)});
+  return s;
+}
 }  // namespace
 
 Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count) {
   const int n = static_cast<int>(ring.size());
-  int pos = static_cast<int>(std::find(ring.begin(), ring.end(), rank) - ring.begin());
-  const int next = ring[static_cast<size_t>((pos + 1) % n)];
-  const int prev = ring[static_cast<size_t>((pos + n - 1) % n)];
-  Schedule s;
-  Phase ph;
+  const int pos = positionOf(ring, rank);
+  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
+  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
   auto seg = [&](int k) {
     Step st;
-    segment(count, n, ((k % n) + n) % n, &st.offset, &st.count);
+    segment(count, n, mod(k, n), &st.inOffset, &st.count);
+    st.outOffset = st.inOffset;
     return st;
   };
+  std::vector<Step> steps;
   if (n == 1) {
     Step st = seg(0);
     st.useInput = st.writeOutput = st.finalize = true;
-    ph.steps.push_back(st);
-    s.phases.push_back(ph);
-    return s;
+    return single({st});
   }
   // Reduce-scatter: send my segment, then receive-reduce-forward n-2 times; the last receive
   // completes segment pos+1, which this rank owns: finalize, store and forward it.
-  {
-    Step st = seg(pos);
-    st.useInput = true;
-    st.sendPeers[0] = next;
-    st.nsend = 1;
-    ph.steps.push_back(st);
-  }
+  Step first = seg(pos);
+  first.useInput = true;
+  steps.push_back(sendTo(first, next));
   for (int k = 1; k < n - 1; ++k) {
     Step st = seg(pos - k);
     st.useInput = true;
-    st.recvPeers[0] = prev;
-    st.nrecv = 1;
-    st.sendPeers[0] = next;
-    st.nsend = 1;
-    ph.steps.push_back(st);
+    steps.push_back(sendTo(recvFrom(st, prev), next));
   }
-  {
-    Step st = seg(pos + 1);
-    st.useInput = true;
-    st.recvPeers[0] = prev;
-    st.nrecv = 1;
-    st.writeOutput = true;
-    st.finalize = true;
-    st.sendPeers[0] = next;
-    st.nsend = 1;
-    ph.steps.push_back(st);
-  }
+  Step own = seg(pos + 1);
+  own.useInput = own.writeOutput = own.finalize = true;
+  steps.push_back(sendTo(recvFrom(own, prev), next));
   // All-gather: receive, store and forward n-2 times, then receive and store.
   for (int k = 0; k < n - 2; ++k) {
     Step st = seg(pos - k);
-    st.recvPeers[0] = prev;
-    st.nrecv = 1;
     st.writeOutput = true;
-    st.sendPeers[0] = next;
-    st.nsend = 1;
-    ph.steps.push_back(st);
+    steps.push_back(sendTo(recvFrom(st, prev), next));
   }
-  {
-    Step st = seg(pos + 2);
-    st.recvPeers[0] = prev;
-    st.nrecv = 1;
-    st.writeOutput = true;
-    ph.steps.push_back(st);
-  }
-  s.phases.push_back(ph);
-  return s;
+  Step last = seg(pos + 2);
+  last.writeOutput = true;
+  steps.push_back(recvFrom(last, prev));
+  return single(std::move(steps));
 }
 
 Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count) {
   const int n = static_cast<int>(order.size());
-  int i = static_cast<int>(std::find(order.begin(), order.end(), rank) - order.begin());
-  int parent = i == 0 ? -1 : order[static_cast<size_t>((i - 1) / 2)];
-  int children[2];
-  int nchildren = 0;
-  for (int c = 2 * i + 1; c <= 2 * i + 2 && c < n; ++c) children[nchildren++] = order[static_cast<size_t>(c)];
-  Schedule s;
-  Phase up, down;
+  const int i = positionOf(order, rank);
+  const int parent = i == 0 ? -1 : order[static_cast<size_t>((i - 1) / 2)];
   Step u;
-  u.offset = 0;
   u.count = count;
   u.useInput = true;
-  for (int c = 0; c < nchildren; ++c) u.recvPeers[u.nrecv++] = children[c];
+  std::vector<int> children;
+  for (int c = 2 * i + 1; c <= 2 * i + 2 && c < n; ++c) children.push_back(order[static_cast<size_t>(c)]);
+  for (int c : children) u = recvFrom(u, c);
+  Schedule s;
   if (parent >= 0) {
-    u.sendPeers[0] = parent;
-    u.nsend = 1;
-    up.steps.push_back(u);
+    s.phases.push_back(Phase{{sendTo(u, parent)}});
     Step d;
-    d.offset = 0;
     d.count = count;
-    d.recvPeers[0] = parent;
-    d.nrecv = 1;
     d.writeOutput = true;
-    for (int c = 0; c < nchildren; ++c) d.sendPeers[d.nsend++] = children[c];
-    down.steps.push_back(d);
-    s.phases.push_back(up);
-    s.phases.push_back(down);
+    d = recvFrom(d, parent);
+    for (int c : children) d = sendTo(d, c);
+    s.phases.push_back(Phase{{d}});
   } else {
     // The root completes the reduction and starts the broadcast in the same step.
-    u.writeOutput = true;
-    u.finalize = true;
-    for (int c = 0; c < nchildren; ++c) u.sendPeers[u.nsend++] = children[c];
-    up.steps.push_back(u);
-    s.phases.push_back(up);
+    u.writeOutput = u.finalize = true;
+    for (int c : children) u = sendTo(u, c);
+    s.phases.push_back(Phase{{u}});
   }
   return s;
 }
 
-void schedulePeers(const Schedule& s, std::vector<int>* sendPeers, std::vector<int>* recvPeers) {
-  sendPeers->clear();
-  recvPeers->clear();
+Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count) {
+  const int n = static_cast<int>(ring.size());
+  const int pos = positionOf(ring, rank);
+  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
+  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  auto block = [&](int p) {
+    Step st;
+    st.count = count;
+    st.outOffset = static_cast<size_t>(ring[static_cast<size_t>(mod(p, n))]) * count;
+    return st;
+  };
+  Step mine = block(pos);
+  mine.useInput = mine.writeOutput = true;
+  if (n == 1) return single({mine});
+  std::vector<Step> steps = {sendTo(mine, next)};
+  for (int k = 1; k < n; ++k) {
+    Step st = block(pos - k);
+    st.writeOutput = true;
+    st = recvFrom(st, prev);
+    steps.push_back(k < n - 1 ? sendTo(st, next) : st);
+  }
+  return single(std::move(steps));
+}
+
+Schedule ringReduceScatter(const std::vector<int>& ring, int rank, size_t recvcount) {
+  const int n = static_cast<int>(ring.size());
+  const int pos = positionOf(ring, rank);
+  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
+  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  auto block = [&](int p) {
+    Step st;
+    st.count = recvcount;
+    st.inOffset = static_cast<size_t>(ring[static_cast<size_t>(mod(p, n))]) * recvcount;
+    st.useInput = true;
+    return st;
+  };
+  Step own = block(pos);
+  own.writeOutput = own.finalize = true;
+  if (n == 1) return single({own});
+  std::vector<Step> steps = {sendTo(block(pos - 1), next)};
+  for (int k = 1; k < n - 1; ++k) steps.push_back(sendTo(recvFrom(block(pos - 1 - k), prev), next));
+  steps.push_back(recvFrom(own, prev));
+  return single(std::move(steps));
+}
+
+Schedule chainBroadcast(const std::vector<int>& ring, int rank, size_t count, int root) {
+  const int n = static_cast<int>(ring.size());
+  const int pos = positionOf(ring, rank);
+  const int rel = mod(pos - positionOf(ring, root), n);
+  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
+  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  Step st;
+  st.count = count;
+  st.writeOutput = true;
+  if (rel == 0) st.useInput = true;
+  else st = recvFrom(st, prev);
+  if (rel < n - 1) st = sendTo(st, next);
+  return single({st});
+}
+
+Schedule chainReduce(const std::vector<int>& ring, int rank, size_t count, int root) {
+  const int n = static_cast<int>(ring.size());
+  const int pos = positionOf(ring, rank);
+  const int rel = mod(pos - positionOf(ring, root), n);
+  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
+  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  // The chain runs rel 1 -> 2 -> ... -> n-1 -> root (rel 0).
+  Step st;
+  st.count = count;
+  st.useInput = true;
+  if (rel != 1 && n > 1) st = recvFrom(st, prev);
+  if (rel == 0) st.writeOutput = st.finalize = true;
+  else st = sendTo(st, next);
+  return single({st});
+}
+
+Schedule pairwiseAlltoAll(int nranks, int rank, size_t count) {
+  std::vector<Step> steps;
+  Step local;
+  local.count = count;
+  local.useInput = local.writeOutput = true;
+  local.inOffset = local.outOffset = static_cast<size_t>(rank) * count;
+  steps.push_back(local);
+  for (int k = 1; k < nranks; ++k) {
+    int to = mod(rank + k, nranks), from = mod(rank - k, nranks);
+    Step s;
+    s.count = count;
+    s.useInput = true;
+    s.inOffset = static_cast<size_t>(to) * count;
+    steps.push_back(sendTo(s, to));
+    Step r;
+    r.count = count;
+    r.writeOutput = true;
+    r.outOffset = static_cast<size_t>(from) * count;
+    steps.push_back(recvFrom(r, from));
+  }
+  return single(std::move(steps));
+}
+
+Schedule p2pSend(int peer, size_t count) {
+  Step st;
+  st.count = count;
+  st.useInput = true;
+  st.channel = kP2pChannel;
+  return single({sendTo(st, peer)});
+}
+
+Schedule p2pRecv(int peer, size_t count) {
+  Step st;
+  st.count = count;
+  st.writeOutput = true;
+  st.channel = kP2pChannel;
+  return single({recvFrom(st, peer)});
+}
+
+void schedulePeers(const Schedule& s, std::vector<PeerChannel>* sendPeers, std::vector<PeerChannel>* recvPeers) {
   for (const Phase& p : s.phases)
     for (const Step& st : p.steps) {
-      for (int k = 0; k < st.nsend; ++k) sendPeers->push_back(st.sendPeers[k]);
-      for (int k = 0; k < st.nrecv; ++k) recvPeers->push_back(st.recvPeers[k]);
+      for (int k = 0; k < st.nsend; ++k) sendPeers->push_back({st.sendPeers[k], st.channel});
+      for (int k = 0; k < st.nrecv; ++k) recvPeers->push_back({st.recvPeers[k], st.channel});
     }
   for (auto* v : {sendPeers, recvPeers}) {
     std::sort(v->begin(), v->end());

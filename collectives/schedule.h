@@ -26,12 +26,17 @@ struct Step {
   int nrecv = 0;
   int sendPeers[2] = {-1, -1};
   int nsend = 0;
-  bool useInput = false;    // reduce with sendbuff[offset ...]
-  bool writeOutput = false;  // store the result in recvbuff[offset ...]
+  bool useInput = false;     // reduce with sendbuff[inOffset ...]
+  bool writeOutput = false;  // store the result in recvbuff[outOffset ...]
   bool finalize = false;     // this step completes the reduction: apply the avg divide here
-  size_t offset = 0;         // element range in the user buffers
+  size_t inOffset = 0;       // element offsets in the user buffers
+  size_t outOffset = 0;
   size_t count = 0;
+  int channel = 0;           // which channel to each peer: kCollChannel or kP2pChannel
 };
+
+inline constexpr int kCollChannel = 0;
+inline constexpr int kP2pChannel = 1;
 
 struct Phase {
   std::vector<Step> steps;
@@ -49,7 +54,28 @@ Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count);
 // Binary-tree all-reduce: reduce up to the root (heap order over `order`), then broadcast down.
 Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count);
 
-// Every peer a schedule sends to / receives from (for connection setup before it runs).
-void schedulePeers(const Schedule& s, std::vector<int>* sendPeers, std::vector<int>* recvPeers);
+// Ring all-gather: every rank's count-element block lands at recvbuff[rank * count].
+Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count);
+// Ring reduce-scatter: block r (recvcount elements of sendbuff) reduced over ranks lands on rank r.
+Schedule ringReduceScatter(const std::vector<int>& ring, int rank, size_t recvcount);
+// Pipelined chain broadcast from root along the ring.
+Schedule chainBroadcast(const std::vector<int>& ring, int rank, size_t count, int root);
+// Pipelined chain reduce along the ring, ending at root.
+Schedule chainReduce(const std::vector<int>& ring, int rank, size_t count, int root);
+// Pairwise all-to-all: block j of sendbuff goes to rank j, lands at recvbuff[rank * count] there.
+Schedule pairwiseAlltoAll(int nranks, int rank, size_t count);
+// Point to point on the p2p channel.
+Schedule p2pSend(int peer, size_t count);
+Schedule p2pRecv(int peer, size_t count);
+
+// A peer on a channel.
+struct PeerChannel {
+  int peer;
+  int channel;
+  bool operator<(const PeerChannel& o) const { return peer != o.peer ? peer < o.peer : channel < o.channel; }
+  bool operator==(const PeerChannel& o) const { return peer == o.peer && channel == o.channel; }
+};
+// Every peer a schedule sends to / receives from (for connection setup before it runs); appends.
+void schedulePeers(const Schedule& s, std::vector<PeerChannel>* sendPeers, std::vector<PeerChannel>* recvPeers);
 
 }  // namespace weft::coll

@@ -1,10 +1,13 @@
 // Schedules checked by simulation, independent of the engine: every rank is a state machine over
-// FIFO queues; element values are sets of contributing ranks, so a missing or doubled contribution,
-// a wrong segment or a deadlock shows up for any rank count.
+// FIFO queues per (sender, receiver, channel); an element's value records which ranks contributed
+// and from which input index, so a missing or doubled contribution, a wrong block or segment, or a
+// deadlock shows up, for any rank count.
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <functional>
 #include <map>
+#include <tuple>
 #include <vector>
 
 #include "collectives/schedule.h"
@@ -12,22 +15,26 @@
 namespace weft::coll {
 namespace {
 
-using Set = uint64_t;  // bit r: rank r contributed
+struct Val {
+  uint64_t ranks = 0;  // bit r: rank r contributed
+  long long idx = -1;  // the input element index every contribution came from
+  bool operator==(const Val& o) const { return ranks == o.ranks && idx == o.idx; }
+};
 
 struct Sim {
-  int n;
-  size_t count, chunk;
+  int n = 0;
+  size_t chunk = 1;
   std::vector<Schedule> sched;
-  std::map<std::pair<int, int>, std::deque<std::vector<Set>>> q;  // (from, to) -> messages
-  std::vector<std::vector<Set>> output;
-  std::vector<int> finalized;  // per element: how many ranks finalized it (avg divide applied)
+  size_t inCount = 0, outCount = 0;
+  std::vector<std::vector<Val>> output;
+  std::map<std::pair<int, long long>, int> finalized;  // (rank, out index)
 
   bool run(std::string* err) {
+    std::map<std::tuple<int, int, int>, std::deque<std::vector<Val>>> q;
     struct Pos { size_t phase = 0, round = 0, step = 0; };
     std::vector<Pos> pos(static_cast<size_t>(n));
-    output.assign(static_cast<size_t>(n), std::vector<Set>(count, 0));
-    finalized.assign(count, 0);
-    for (int guard = 0; guard < 1000000; ++guard) {
+    output.assign(static_cast<size_t>(n), std::vector<Val>(outCount));
+    for (int guard = 0; guard < 10000000; ++guard) {
       bool any = false, alldone = true;
       for (int r = 0; r < n; ++r) {
         const Schedule& s = sched[static_cast<size_t>(r)];
@@ -44,22 +51,35 @@ struct Sim {
           if (off >= st.count) { ++p.step; continue; }
           size_t len = std::min(chunk, st.count - off);
           bool ready = true;
-          for (int k = 0; k < st.nrecv; ++k) ready &= !q[{st.recvPeers[k], r}].empty();
+          for (int k = 0; k < st.nrecv; ++k) ready &= !q[{st.recvPeers[k], r, st.channel}].empty();
           if (!ready) break;
-          std::vector<Set> acc(len, 0);
-          if (st.useInput) for (auto& a : acc) a = Set{1} << r;
-          for (int k = 0; k < st.nrecv; ++k) {
-            auto msg = q[{st.recvPeers[k], r}].front();
-            q[{st.recvPeers[k], r}].pop_front();
-            if (msg.size() != len) { *err = "chunk size mismatch"; return false; }
+          std::vector<Val> acc(len);
+          if (st.useInput) {
             for (size_t i = 0; i < len; ++i) {
-              if (acc[i] & msg[i]) { *err = "a contribution arrived twice at rank " + std::to_string(r); return false; }
-              acc[i] |= msg[i];
+              if (st.inOffset + off + i >= inCount) { *err = "input read out of range"; return false; }
+              acc[i] = Val{uint64_t{1} << r, static_cast<long long>(st.inOffset + off + i)};
             }
           }
-          if (st.finalize) for (size_t i = 0; i < len; ++i) ++finalized[st.offset + off + i];
-          if (st.writeOutput) for (size_t i = 0; i < len; ++i) output[static_cast<size_t>(r)][st.offset + off + i] = acc[i];
-          for (int k = 0; k < st.nsend; ++k) q[{r, st.sendPeers[k]}].push_back(acc);
+          for (int k = 0; k < st.nrecv; ++k) {
+            auto& qq = q[{st.recvPeers[k], r, st.channel}];
+            auto msg = qq.front();
+            qq.pop_front();
+            if (msg.size() != len) { *err = "chunk size mismatch"; return false; }
+            for (size_t i = 0; i < len; ++i) {
+              if (acc[i].ranks == 0) { acc[i] = msg[i]; continue; }
+              if (acc[i].ranks & msg[i].ranks) { *err = "a contribution arrived twice at rank " + std::to_string(r); return false; }
+              if (acc[i].idx != msg[i].idx) { *err = "elements of different indices reduced together"; return false; }
+              acc[i].ranks |= msg[i].ranks;
+            }
+          }
+          if (st.writeOutput) {
+            for (size_t i = 0; i < len; ++i) {
+              if (st.outOffset + off + i >= outCount) { *err = "output write out of range"; return false; }
+              output[static_cast<size_t>(r)][st.outOffset + off + i] = acc[i];
+              if (st.finalize) ++finalized[{r, static_cast<long long>(st.outOffset + off + i)}];
+            }
+          }
+          for (int k = 0; k < st.nsend; ++k) q[{r, st.sendPeers[k], st.channel}].push_back(acc);
           ++p.step;
           any = true;
         }
@@ -73,39 +93,98 @@ struct Sim {
   }
 };
 
-void check(bool tree, int n, size_t count, size_t chunk) {
-  Sim sim{n, count, chunk, {}, {}, {}, {}};
-  std::vector<int> order;
-  for (int r = 0; r < n; ++r) order.push_back(r);
-  for (int r = 0; r < n; ++r) sim.sched.push_back(tree ? treeAllReduce(order, r, count) : ringAllReduce(order, r, count));
+uint64_t all(int n) { return n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
+
+std::vector<int> someRing(int n) {  // a ring order that is not rank order
+  std::vector<int> ring;
+  for (int r = n - 1; r >= 0; --r) ring.push_back(r);
+  return ring;
+}
+
+using Build = std::function<Schedule(int rank)>;
+using Expect = std::function<Val(int rank, size_t outIndex)>;
+
+void simulate(const char* what, int n, size_t chunk, size_t inCount, size_t outCount, const Build& build,
+              const Expect& expect, bool reduction, int onlyRank = -1) {
+  Sim sim;
+  sim.n = n;
+  sim.chunk = chunk;
+  sim.inCount = inCount;
+  sim.outCount = outCount;
+  for (int r = 0; r < n; ++r) sim.sched.push_back(build(r));
   std::string err;
-  ASSERT_TRUE(sim.run(&err)) << err << " (n=" << n << " count=" << count << " chunk=" << chunk << ")";
-  Set all = n == 64 ? ~Set{0} : (Set{1} << n) - 1;
-  for (int r = 0; r < n; ++r)
-    for (size_t i = 0; i < count; ++i)
-      ASSERT_EQ(sim.output[static_cast<size_t>(r)][i], all) << "rank " << r << " element " << i << " n=" << n;
-  for (size_t i = 0; i < count; ++i) ASSERT_EQ(sim.finalized[i], 1) << "element " << i << " must be finalized exactly once";
+  ASSERT_TRUE(sim.run(&err)) << what << ": " << err << " (n=" << n << " chunk=" << chunk << ")";
+  for (int r = 0; r < n; ++r) {
+    if (onlyRank >= 0 && r != onlyRank) continue;
+    for (size_t i = 0; i < outCount; ++i) {
+      Val want = expect(r, i), got = sim.output[static_cast<size_t>(r)][i];
+      ASSERT_TRUE(got == want) << what << " n=" << n << " chunk=" << chunk << " rank " << r << " out[" << i
+                               << "]: ranks " << got.ranks << " idx " << got.idx << ", want ranks " << want.ranks
+                               << " idx " << want.idx;
+      if (reduction) ASSERT_EQ((sim.finalized[{r, static_cast<long long>(i)}]), 1) << what << " finalize once";
+    }
+  }
 }
 
-TEST(Schedule, RingAllReduceEveryRankCount) {
+const size_t kChunks[] = {1, 3, 16, 4096};
+
+TEST(Schedule, RingAndTreeAllReduce) {
   for (int n = 1; n <= 9; ++n)
-    for (size_t count : {size_t{1}, size_t{2}, size_t{7}, size_t{64}, size_t{1001}})
-      for (size_t chunk : {size_t{1}, size_t{3}, size_t{16}, size_t{4096}}) check(false, n, count, chunk);
+    for (size_t count : {size_t{1}, size_t{2}, size_t{7}, size_t{1001}})
+      for (size_t chunk : kChunks) {
+        auto ring = someRing(n);
+        auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
+        simulate("ring all-reduce", n, chunk, count, count, [&](int r) { return ringAllReduce(ring, r, count); }, want, false);
+        simulate("tree all-reduce", n, chunk, count, count, [&](int r) { return treeAllReduce(ring, r, count); }, want, false);
+      }
 }
 
-TEST(Schedule, TreeAllReduceEveryRankCount) {
-  for (int n = 1; n <= 17; ++n)
+TEST(Schedule, AllGatherAndReduceScatter) {
+  for (int n = 1; n <= 9; ++n)
     for (size_t count : {size_t{1}, size_t{7}, size_t{100}})
-      for (size_t chunk : {size_t{1}, size_t{8}, size_t{4096}}) check(true, n, count, chunk);
+      for (size_t chunk : kChunks) {
+        auto ring = someRing(n);
+        size_t total = count * static_cast<size_t>(n);
+        simulate("all-gather", n, chunk, count, total, [&](int r) { return ringAllGather(ring, r, count); },
+                 [&](int, size_t i) { return Val{uint64_t{1} << (i / count), static_cast<long long>(i % count)}; }, false);
+        simulate("reduce-scatter", n, chunk, total, count, [&](int r) { return ringReduceScatter(ring, r, count); },
+                 [&](int r, size_t i) { return Val{all(n), static_cast<long long>(static_cast<size_t>(r) * count + i)}; }, true);
+      }
+}
+
+TEST(Schedule, BroadcastReduceAlltoAll) {
+  for (int n = 1; n <= 9; ++n)
+    for (size_t count : {size_t{1}, size_t{7}, size_t{100}})
+      for (size_t chunk : kChunks)
+        for (int root = 0; root < n; root += std::max(1, n / 3)) {
+          auto ring = someRing(n);
+          simulate("broadcast", n, chunk, count, count, [&](int r) { return chainBroadcast(ring, r, count, root); },
+                   [&](int, size_t i) { return Val{uint64_t{1} << root, static_cast<long long>(i)}; }, false);
+          simulate("reduce", n, chunk, count, count, [&](int r) { return chainReduce(ring, r, count, root); },
+                   [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; }, true, root);
+          size_t total = count * static_cast<size_t>(n);
+          simulate("all-to-all", n, chunk, total, total, [&](int r) { return pairwiseAlltoAll(n, r, count); },
+                   [&](int r, size_t i) {
+                     return Val{uint64_t{1} << (i / count), static_cast<long long>(static_cast<size_t>(r) * count + i % count)};
+                   }, false);
+        }
 }
 
 TEST(Schedule, PeersAreTheRingNeighbours) {
   std::vector<int> order = {3, 1, 0, 2};
   auto s = ringAllReduce(order, 0, 100);
-  std::vector<int> sendPeers, recvPeers;
+  std::vector<PeerChannel> sendPeers, recvPeers;
   schedulePeers(s, &sendPeers, &recvPeers);
-  EXPECT_EQ(sendPeers, std::vector<int>{2});
-  EXPECT_EQ(recvPeers, std::vector<int>{1});
+  ASSERT_EQ(sendPeers.size(), 1u);
+  EXPECT_EQ(sendPeers[0].peer, 2);
+  ASSERT_EQ(recvPeers.size(), 1u);
+  EXPECT_EQ(recvPeers[0].peer, 1);
+  auto p = p2pSend(3, 10);
+  sendPeers.clear();
+  recvPeers.clear();
+  schedulePeers(p, &sendPeers, &recvPeers);
+  ASSERT_EQ(sendPeers.size(), 1u);
+  EXPECT_EQ(sendPeers[0].channel, kP2pChannel);
 }
 
 }  // namespace
