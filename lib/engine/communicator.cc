@@ -31,6 +31,10 @@ std::vector<std::string> splitList(const std::string& s) {
 }
 
 std::string describeOp(const OpHeader& h) {
+  if (static_cast<CollType>(h.coll) == CollType::kSend) {
+    return "send/recv #" + std::to_string(h.seq) + " (count " + std::to_string(h.count) + ", " +
+           typeName(static_cast<DataType>(h.dtype)) + ", to rank " + std::to_string(h.root) + ")";
+  }
   std::string s = std::string(collName(static_cast<CollType>(h.coll))) + " #" + std::to_string(h.seq) + " (count " +
                   std::to_string(h.count) + ", " + typeName(static_cast<DataType>(h.dtype)) + ", " +
                   opName(static_cast<RedOp>(h.redop)) + ", " + plan::algoName(static_cast<plan::Algo>(h.algo));
@@ -148,23 +152,24 @@ Status Communicator::checkInterrupt() const {
   return Status::ok();
 }
 
-Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::vector<int>& recvPeers) {
-  std::vector<int> needSend, needRecv;
-  for (int p : sendPeers)
+Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeers,
+                                  const std::vector<coll::PeerChannel>& recvPeers) {
+  std::vector<coll::PeerChannel> needSend, needRecv;
+  for (auto& p : sendPeers)
     if (!send_.count(p)) needSend.push_back(p);
-  for (int p : recvPeers)
+  for (auto& p : recvPeers)
     if (!recv_.count(p)) needRecv.push_back(p);
   if (needSend.empty() && needRecv.empty()) return Status::ok();
   uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
   uint64_t deadline = nowNs() + timeoutMs * kNsPerMs;
 
   struct PendingRecv {
-    int peer;
+    coll::PeerChannel pc;
     transport::ListenComm* listen;
     transport::RecvComm* comm = nullptr;
   };
   struct PendingSend {
-    int peer;
+    coll::PeerChannel pc;
     transport::Handle handle;
     transport::SendComm* comm = nullptr;
   };
@@ -180,28 +185,28 @@ Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::
   };
   // First every listen (its handle goes to the sender), then every connect: no rank waits for a
   // handle before it has sent its own, so the setup cannot deadlock.
-  for (int p : needRecv) {
+  for (auto& pc : needRecv) {
     transport::Handle h;
     transport::ListenComm* l = nullptr;
     Status s = transport_->listen(0, &h, &l);
-    if (s) s = bootstrap_->send(p, kConnTag, h.bytes, sizeof h.bytes);
+    if (s) s = bootstrap_->send(pc.peer, kConnTag | static_cast<uint64_t>(pc.channel), h.bytes, sizeof h.bytes);
     if (!s) {
       if (l) (void)transport_->closeListen(l);
       cleanup();
-      return s.withContext("setting up the connection from " + bootstrap_->describe(p));
+      return s.withContext("setting up the connection from " + bootstrap_->describe(pc.peer));
     }
-    recvs.push_back({p, l});
+    recvs.push_back({pc, l});
   }
-  for (int p : needSend) {
+  for (auto& pc : needSend) {
     std::vector<char> got;
-    Status s = bootstrap_->recv(p, kConnTag, &got, deadline);
+    Status s = bootstrap_->recv(pc.peer, kConnTag | static_cast<uint64_t>(pc.channel), &got, deadline);
     if (s && got.size() != sizeof(transport::Handle::bytes))
       s = invalidUsage("malformed connection handle (" + std::to_string(got.size()) + " bytes)");
     if (!s) {
       cleanup();
-      return s.withContext("setting up the connection to " + bootstrap_->describe(p));
+      return s.withContext("setting up the connection to " + bootstrap_->describe(pc.peer));
     }
-    PendingSend ps{p, {}};
+    PendingSend ps{pc, {}};
     std::memcpy(ps.handle.bytes, got.data(), sizeof ps.handle.bytes);
     sends.push_back(ps);
   }
@@ -212,7 +217,7 @@ Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::
       Status st = transport_->connect(0, &s.handle, &s.comm);
       if (!st) {
         cleanup();
-        return st.withContext("connecting to " + bootstrap_->describe(s.peer));
+        return st.withContext("connecting to " + bootstrap_->describe(s.pc.peer));
       }
       all &= s.comm != nullptr;
     }
@@ -221,7 +226,7 @@ Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::
       Status st = transport_->accept(r.listen, &r.comm);
       if (!st) {
         cleanup();
-        return st.withContext("accepting the connection from " + bootstrap_->describe(r.peer));
+        return st.withContext("accepting the connection from " + bootstrap_->describe(r.pc.peer));
       }
       all &= r.comm != nullptr;
     }
@@ -238,13 +243,14 @@ Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::
     nanosleep(&ts, nullptr);
   }
   std::string dev = transport_->device(0).name + " " + transport_->device(0).address;
+  const char* chan[] = {"collectives", "point-to-point"};
   for (auto& s : sends) {
     auto ch = std::make_unique<SendChannel>(transport_.get(), s.comm, cfg_.nslots, slotBytes_);
     s.comm = nullptr;
     WEFT_TRY(ch->init());
-    send_[s.peer] = std::move(ch);
-    WEFT_INFO(NET, "rank %d -> %s: transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(s.peer).c_str(), dev.c_str(), send_[s.peer]->stagingBytes());
+    WEFT_INFO(NET, "rank %d -> %s (%s channel): transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
+              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], dev.c_str(), ch->stagingBytes());
+    send_[s.pc] = std::move(ch);
   }
   for (auto& r : recvs) {
     (void)transport_->closeListen(r.listen);
@@ -252,30 +258,48 @@ Status Communicator::connectPeers(const std::vector<int>& sendPeers, const std::
     auto ch = std::make_unique<RecvChannel>(transport_.get(), r.comm, cfg_.nslots, slotBytes_);
     r.comm = nullptr;
     WEFT_TRY(ch->init());
-    recv_[r.peer] = std::move(ch);
-    WEFT_INFO(NET, "rank %d <- %s: transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(r.peer).c_str(), dev.c_str(), recv_[r.peer]->stagingBytes());
+    WEFT_INFO(NET, "rank %d <- %s (%s channel): transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
+              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], dev.c_str(), ch->stagingBytes());
+    recv_[r.pc] = std::move(ch);
   }
   return Status::ok();
 }
 
-// Runs a schedule: phase by phase, chunk-major within a phase; each primitive is attempted without
-// blocking and retried by the progress loop until its inputs have arrived and its outputs have room.
+// One operation's schedule with its buffers and the header its messages carry.
+struct Communicator::Part {
+  OpDesc op;
+  coll::Schedule sched;
+  OpHeader header{};
+};
+// Parts that run one after the other; lanes run concurrently.
+struct Communicator::Lane {
+  std::vector<Part> parts;
+};
+
+// Runs a lane: part by part, phase by phase, chunk-major within a phase; each primitive is
+// attempted without blocking and retried by the progress loop until its inputs have arrived and
+// its outputs have room.
 class Executor {
  public:
-  Executor(Communicator& c, const coll::Schedule& s, const OpDesc& op, const OpHeader& header, size_t chunkElems)
-      : c_(c), s_(s), op_(op), header_(header), chunkElems_(chunkElems), esize_(typeSize(op.dtype)) {
-    startPhase();
+  Executor(Communicator& c, const std::vector<Communicator::Part>& parts, size_t slotPayload)
+      : c_(c), parts_(parts), slotPayload_(slotPayload) {
+    startPart();
   }
 
-  bool done() const { return phase_ >= s_.phases.size(); }
+  bool done() const { return part_ >= parts_.size(); }
   int waitingPeer() const { return waitingPeer_; }
   bool waitingToSend() const { return waitingToSend_; }
+  const OpHeader& header() const { return parts_[std::min(part_, parts_.size() - 1)].header; }
 
   Status advance(bool* progressed) {
-    *progressed = false;
     while (!done()) {
-      const coll::Phase& ph = s_.phases[phase_];
+      const coll::Schedule& s = parts_[part_].sched;
+      if (phase_ >= s.phases.size()) {
+        ++part_;
+        startPart();
+        continue;
+      }
+      const coll::Phase& ph = s.phases[phase_];
       if (round_ >= rounds_) {
         ++phase_;
         startPhase();
@@ -294,7 +318,7 @@ class Executor {
       }
       size_t n = std::min(chunkElems_, st.count - off);
       bool ran = false;
-      WEFT_TRY(primitive(st, st.offset + off, n, &ran));
+      WEFT_TRY(primitive(st, off, n, &ran));
       if (!ran) break;
       *progressed = true;
       ++step_;
@@ -303,42 +327,52 @@ class Executor {
   }
 
  private:
-  void startPhase() {
-    round_ = 0;
-    step_ = 0;
-    rounds_ = 0;
+  void startPart() {
+    phase_ = 0;
     if (done()) return;
-    for (const coll::Step& st : s_.phases[phase_].steps)
+    esize_ = typeSize(parts_[part_].op.dtype);
+    chunkElems_ = slotPayload_ / esize_;
+    chunkElems_ -= chunkElems_ % 16;
+    startPhase();
+  }
+  void startPhase() {
+    round_ = step_ = rounds_ = 0;
+    const coll::Schedule& s = parts_[part_].sched;
+    if (phase_ >= s.phases.size()) return;
+    for (const coll::Step& st : s.phases[phase_].steps)
       rounds_ = std::max(rounds_, (st.count + chunkElems_ - 1) / chunkElems_);
   }
 
-  Status checkHeader(int peer, const OpHeader& h, size_t n) {
-    if (h.seq == header_.seq && h.coll == header_.coll && h.dtype == header_.dtype && h.redop == header_.redop &&
-        h.algo == header_.algo && h.root == header_.root && h.count == header_.count) {
+  Status checkHeader(int peer, const OpHeader& h, const OpHeader& want, size_t n) {
+    if (h.seq == want.seq && h.coll == want.coll && h.dtype == want.dtype && h.redop == want.redop &&
+        h.algo == want.algo && h.root == want.root && h.count == want.count) {
       if (h.payloadBytes != n * esize_)
         return internalError("chunk of " + std::to_string(h.payloadBytes) + " bytes from " + c_.bootstrap_->describe(peer) +
                              " where " + std::to_string(n * esize_) + " were expected");
       return Status::ok();
     }
-    return invalidUsage("collective mismatch: " + c_.bootstrap_->describe(c_.rank_) + " called " + describeOp(header_) +
+    return invalidUsage("collective mismatch: " + c_.bootstrap_->describe(c_.rank_) + " called " + describeOp(want) +
                         " but " + c_.bootstrap_->describe(peer) + " called " + describeOp(h) +
                         ": every rank must call the same collectives, in the same order, with the same count, type, "
-                        "op and root");
+                        "op and root (and matching send/recv counts and types)");
   }
 
-  Status primitive(const coll::Step& st, size_t offset, size_t n, bool* ran) {
+  Status primitive(const coll::Step& st, size_t off, size_t n, bool* ran) {
     *ran = false;
+    const Communicator::Part& part = parts_[part_];
+    const OpDesc& op = part.op;
     const char* inputs[3];
     int ninputs = 0;
     RecvChannel* rch[2] = {};
     SendChannel* sch[2] = {};
     char* out[2] = {};
     const size_t bytes = n * esize_;
-    const char* input = static_cast<const char*>(op_.sendbuff) + offset * esize_;
-    char* output = static_cast<char*>(op_.recvbuff) + offset * esize_;
+    // Only touched when the step uses them (a non-root's broadcast sendbuff may be NULL).
+    const char* input = st.useInput ? static_cast<const char*>(op.sendbuff) + (st.inOffset + off) * esize_ : nullptr;
+    char* output = st.writeOutput ? static_cast<char*>(op.recvbuff) + (st.outOffset + off) * esize_ : nullptr;
     if (st.useInput) inputs[ninputs++] = input;
     for (int k = 0; k < st.nrecv; ++k) {
-      rch[k] = c_.recv_.at(st.recvPeers[k]).get();
+      rch[k] = c_.recv_.at({st.recvPeers[k], st.channel}).get();
       const OpHeader* h;
       const char* payload;
       bool ready;
@@ -348,11 +382,11 @@ class Executor {
         waitingToSend_ = false;
         return Status::ok();
       }
-      WEFT_TRY(checkHeader(st.recvPeers[k], *h, n));
+      WEFT_TRY(checkHeader(st.recvPeers[k], *h, part.header, n));
       inputs[ninputs++] = payload;
     }
     for (int k = 0; k < st.nsend; ++k) {
-      sch[k] = c_.send_.at(st.sendPeers[k]).get();
+      sch[k] = c_.send_.at({st.sendPeers[k], st.channel}).get();
       WEFT_TRY(sch[k]->acquire(&out[k]).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
       if (!out[k]) {
         waitingPeer_ = st.sendPeers[k];
@@ -365,13 +399,13 @@ class Executor {
     if (ninputs == 1) {
       if (dst != inputs[0]) std::memcpy(dst, inputs[0], bytes);
     } else {
-      reduce::reduce(op_.dtype, op_.op, dst, inputs[0], inputs[1], n);
-      for (int k = 2; k < ninputs; ++k) reduce::reduce(op_.dtype, op_.op, dst, dst, inputs[k], n);
+      reduce::reduce(op.dtype, op.op, dst, inputs[0], inputs[1], n);
+      for (int k = 2; k < ninputs; ++k) reduce::reduce(op.dtype, op.op, dst, dst, inputs[k], n);
     }
-    if (st.finalize && op_.op == RedOp::kAvg) reduce::divide(op_.dtype, dst, dst, n, c_.nranks_);
+    if (st.finalize && op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, n, c_.nranks_);
     if (st.writeOutput && dst != output) std::memcpy(output, dst, bytes);
     for (int k = 1; k < st.nsend; ++k) std::memcpy(out[k], dst, bytes);
-    OpHeader h = header_;
+    OpHeader h = part.header;
     h.payloadBytes = bytes;
     for (int k = 0; k < st.nsend; ++k)
       WEFT_TRY(sch[k]->post(h, bytes).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
@@ -382,67 +416,146 @@ class Executor {
   }
 
   Communicator& c_;
-  const coll::Schedule& s_;
-  OpDesc op_;
-  OpHeader header_;
-  size_t chunkElems_;
-  size_t esize_;
-  size_t phase_ = 0, round_ = 0, step_ = 0, rounds_ = 0;
+  const std::vector<Communicator::Part>& parts_;
+  size_t slotPayload_;
+  size_t part_ = 0, phase_ = 0, round_ = 0, step_ = 0, rounds_ = 0;
+  size_t esize_ = 1, chunkElems_ = 1;
   int waitingPeer_ = -1;
   bool waitingToSend_ = false;
 };
 
-Status Communicator::run(const OpDesc& op) {
+Status Communicator::plan(const OpDesc& op, Part* part) {
+  const size_t esize = typeSize(op.dtype);
+  part->op = op;
+  OpHeader& h = part->header;
+  h = OpHeader{};
+  h.magic = kOpMagic;
+  h.coll = static_cast<uint8_t>(op.coll == CollType::kRecv ? CollType::kSend : op.coll);
+  h.dtype = static_cast<uint8_t>(op.dtype);
+  h.redop = static_cast<uint8_t>(op.op);
+  h.root = op.root;
+  h.count = op.count;
+  const int n = nranks_;
+  plan::Algo algo = plan::Algo::kRing;
+  switch (op.coll) {
+    case CollType::kAllReduce: {
+      plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, op.count * esize, n);
+      algo = p.algo;
+      part->sched = algo == plan::Algo::kTree ? coll::treeAllReduce(ring_, rank_, op.count)
+                                              : coll::ringAllReduce(ring_, rank_, op.count);
+      break;
+    }
+    case CollType::kAllGather: part->sched = coll::ringAllGather(ring_, rank_, op.count); break;
+    case CollType::kReduceScatter: part->sched = coll::ringReduceScatter(ring_, rank_, op.count); break;
+    case CollType::kBroadcast: part->sched = coll::chainBroadcast(ring_, rank_, op.count, op.root); break;
+    case CollType::kReduce: part->sched = coll::chainReduce(ring_, rank_, op.count, op.root); break;
+    case CollType::kAlltoAll: {
+      part->sched = coll::pairwiseAlltoAll(n, rank_, op.count);
+      if (op.sendbuff == op.recvbuff) {  // in place: send from a copy of the input
+        size_t bytes = op.count * esize * static_cast<size_t>(n);
+        if (scratch_.size() < bytes) scratch_.resize(bytes);
+        std::memcpy(scratch_.data(), op.sendbuff, bytes);
+        part->op.sendbuff = scratch_.data();
+      }
+      break;
+    }
+    case CollType::kSend:
+      part->sched = coll::p2pSend(op.root, op.count);
+      h.seq = ++sendSeq_[op.root];
+      break;
+    case CollType::kRecv:
+      part->sched = coll::p2pRecv(op.root, op.count);
+      h.seq = ++recvSeq_[op.root];
+      h.root = rank_;  // the sender puts its destination (us) in root
+      break;
+    default: return internalError(std::string("no schedule for ") + collName(op.coll));
+  }
+  if (op.coll == CollType::kSend) h.root = op.root;  // the destination, which the receiver checks
+  if (op.coll != CollType::kSend && op.coll != CollType::kRecv) h.seq = ++seq_;
+  h.algo = static_cast<uint8_t>(algo);
+  int bucket = 0;
+  for (size_t b = op.count * esize; b > 1; b >>= 1) ++bucket;
+  if (loggedPlans_.insert(static_cast<int>(op.coll) * 1024 + static_cast<int>(algo) * 64 + bucket).second ||
+      log::enabled(log::Level::kTrace, "PLAN")) {
+    WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: %s (%s)", collName(op.coll), op.count * esize, n,
+              op.coll == CollType::kAllReduce ? plan::algoName(algo) : "ring/chain/pairwise",
+              cfg_.tuner.forced ? "forced by WEFT_ALGO" : "tuner, by size");
+  }
+  return Status::ok();
+}
+
+Status Communicator::run(const OpDesc& op) { return runGroup({op}); }
+
+Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
   {
     std::lock_guard<std::mutex> g(errMu_);
     if (!sticky_.isOk()) return sticky_;
   }
   WEFT_TRY(checkInterrupt());
-  if (op.count == 0) return Status::ok();
-  const size_t esize = typeSize(op.dtype);
-  const size_t bytes = op.count * esize;
-  ++seq_;
-  plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, bytes, nranks_);
-  int bucket = 0;
-  for (size_t b = bytes; b > 1; b >>= 1) ++bucket;
-  if (loggedPlans_.insert(static_cast<int>(p.algo) * 64 + bucket).second || log::enabled(log::Level::kTrace, "PLAN")) {
-    WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: %s (%s)", collName(op.coll), bytes, nranks_, plan::algoName(p.algo),
-              cfg_.tuner.forced ? "forced by WEFT_ALGO" : "tuner, by size");
+  // Collectives in one lane, in order; point-to-point in one lane per (peer, direction).
+  std::vector<Lane> lanes(1);
+  std::map<std::pair<int, int>, size_t> p2pLane;
+  for (const OpDesc& op : ops) {
+    if (op.count == 0) continue;  // zero-count operations are no-ops on every rank alike
+    Part part;
+    WEFT_TRY(plan(op, &part));
+    if (op.coll == CollType::kSend || op.coll == CollType::kRecv) {
+      auto key = std::make_pair(op.root, op.coll == CollType::kSend ? 0 : 1);
+      auto it = p2pLane.find(key);
+      if (it == p2pLane.end()) {
+        it = p2pLane.emplace(key, lanes.size()).first;
+        lanes.emplace_back();
+      }
+      lanes[it->second].parts.push_back(std::move(part));
+    } else {
+      lanes[0].parts.push_back(std::move(part));
+    }
   }
-  coll::Schedule sched = p.algo == plan::Algo::kTree ? coll::treeAllReduce(ring_, rank_, op.count)
-                                                     : coll::ringAllReduce(ring_, rank_, op.count);
-  std::vector<int> sendPeers, recvPeers;
-  coll::schedulePeers(sched, &sendPeers, &recvPeers);
-  Status s = connectPeers(sendPeers, recvPeers);
-  if (!s) return fail(s.withContext(std::string(collName(op.coll)) + " #" + std::to_string(seq_)));
+  return runLanes(lanes);
+}
 
-  OpHeader header{};
-  header.magic = kOpMagic;
-  header.seq = seq_;
-  header.coll = static_cast<uint8_t>(op.coll);
-  header.dtype = static_cast<uint8_t>(op.dtype);
-  header.redop = static_cast<uint8_t>(op.op);
-  header.algo = static_cast<uint8_t>(p.algo);
-  header.root = op.root;
-  header.count = op.count;
-  size_t chunkElems = (slotBytes_ - sizeof(OpHeader)) / esize;
-  chunkElems -= chunkElems % 16;
-  Executor ex(*this, sched, op, header, chunkElems);
+Status Communicator::runLanes(std::vector<Lane>& lanes) {
+  std::vector<coll::PeerChannel> sendPeers, recvPeers;
+  for (auto& lane : lanes)
+    for (auto& part : lane.parts) coll::schedulePeers(part.sched, &sendPeers, &recvPeers);
+  std::sort(sendPeers.begin(), sendPeers.end());
+  sendPeers.erase(std::unique(sendPeers.begin(), sendPeers.end()), sendPeers.end());
+  std::sort(recvPeers.begin(), recvPeers.end());
+  recvPeers.erase(std::unique(recvPeers.begin(), recvPeers.end()), recvPeers.end());
+  std::string what;
+  for (auto& lane : lanes)
+    if (!lane.parts.empty()) {
+      what = describeOp(lane.parts.front().header);
+      break;
+    }
+  if (what.empty()) return Status::ok();
+  Status s = connectPeers(sendPeers, recvPeers);
+  if (!s) return fail(s.withContext(what));
+
+  std::vector<std::unique_ptr<Executor>> ex;
+  for (auto& lane : lanes)
+    if (!lane.parts.empty()) ex.push_back(std::make_unique<Executor>(*this, lane.parts, slotBytes_ - sizeof(OpHeader)));
 
   uint64_t lastProgress = nowNs();
   std::vector<pollfd> fds;
   for (;;) {
-    bool progressed = false;
-    s = ex.advance(&progressed);
+    bool progressed = false, allDone = true;
+    for (auto& e : ex) {
+      if (s && !e->done()) {
+        s = e->advance(&progressed);
+        if (!s) s = s.withContext(describeOp(e->header()));
+      }
+      allDone &= e->done();
+    }
     bool sendsIdle = true;
-    for (auto& [peer, ch] : send_) {
+    for (auto& [pc, ch] : send_) {
       bool p2 = false;
-      if (s) s = ch->progress(&p2).withContext("sending to " + bootstrap_->describe(peer));
+      if (s) s = ch->progress(&p2).withContext("sending to " + bootstrap_->describe(pc.peer)).withContext(what);
       progressed |= p2;
       sendsIdle &= ch->idle();
     }
-    if (!s) return fail(rootCause(s.withContext(describeOp(header))));
-    if (ex.done() && sendsIdle) return Status::ok();
+    if (!s) return fail(rootCause(s));
+    if (allDone && sendsIdle) return Status::ok();
     uint64_t now = nowNs();
     if (progressed) {
       lastProgress = now;
@@ -454,12 +567,15 @@ Status Communicator::run(const OpDesc& op) {
       return fail(s);
     }
     if (cfg_.timeoutMs && now - lastProgress > cfg_.timeoutMs * kNsPerMs) {
-      std::string what = ex.done() ? "waiting for its last sends to drain"
-                                   : std::string(ex.waitingToSend() ? "waiting for room to send to "
-                                                                    : "waiting to receive from ") +
-                                         bootstrap_->describe(ex.waitingPeer());
-      return fail(timeoutError(describeOp(header) + " made no progress for " + std::to_string(cfg_.timeoutMs) +
-                               " ms (WEFT_TIMEOUT_MS) " + what +
+      std::string why;
+      for (auto& e : ex) {
+        if (e->done()) continue;
+        why += (why.empty() ? "" : "; ") + describeOp(e->header()) + " is " +
+               (e->waitingToSend() ? "waiting for room to send to " : "waiting to receive from ") +
+               bootstrap_->describe(e->waitingPeer());
+      }
+      if (why.empty()) why = "its last sends are not draining";
+      return fail(timeoutError("no progress for " + std::to_string(cfg_.timeoutMs) + " ms (WEFT_TIMEOUT_MS): " + why +
                                ": is that rank still running and calling the same collectives in the same order?"));
     }
     if (now - lastProgress < cfg_.spinUs * 1000) {
@@ -467,8 +583,8 @@ Status Communicator::run(const OpDesc& op) {
       continue;
     }
     fds.clear();
-    for (auto& [peer, ch] : send_) ch->pollDescriptors(&fds);
-    for (auto& [peer, ch] : recv_) ch->pollDescriptors(&fds);
+    for (auto& [pc, ch] : send_) ch->pollDescriptors(&fds);
+    for (auto& [pc, ch] : recv_) ch->pollDescriptors(&fds);
     poll(fds.data(), fds.size(), 10);
   }
 }

@@ -21,6 +21,8 @@
 
 namespace weft::engine {
 
+// One operation as the API hands it over. count is NCCL's: per-rank elements (all-gather's
+// sendcount, reduce-scatter's recvcount, all-to-all's per-peer count).
 struct OpDesc {
   CollType coll = CollType::kAllReduce;
   const void* sendbuff = nullptr;
@@ -28,7 +30,7 @@ struct OpDesc {
   size_t count = 0;
   DataType dtype = DataType::kFloat32;
   RedOp op = RedOp::kSum;
-  int root = -1;
+  int root = -1;  // broadcast/reduce root; send/recv peer
 };
 
 struct EngineConfig {
@@ -51,6 +53,9 @@ class Communicator {
 
   // Host-memory operation on the calling thread; returns when the result is in place.
   Status run(const OpDesc& op);
+  // A group (weftGroupStart/End): collectives run in their order; sends and receives progress
+  // concurrently (one lane per peer and direction), so they complete in any posting order.
+  Status runGroup(const std::vector<OpDesc>& ops);
 
   // Any thread: make a blocked call return and tell the peers. Idempotent.
   void requestAbort();
@@ -64,7 +69,11 @@ class Communicator {
 
  private:
   Communicator() = default;
-  Status connectPeers(const std::vector<int>& sendPeers, const std::vector<int>& recvPeers);
+  struct Part;
+  struct Lane;
+  Status plan(const OpDesc& op, Part* part);
+  Status runLanes(std::vector<Lane>& lanes);
+  Status connectPeers(const std::vector<coll::PeerChannel>& sendPeers, const std::vector<coll::PeerChannel>& recvPeers);
   Status fail(const Status& s);  // record the sticky error, tell the peers, return it
   Status checkInterrupt() const;
   Status rootCause(const Status& local) const;
@@ -76,10 +85,13 @@ class Communicator {
   std::atomic<bool> abort_{false};
   std::unique_ptr<bootstrap::Bootstrap> bootstrap_;
   std::unique_ptr<transport::MessagingTransport> transport_;
-  std::map<int, std::unique_ptr<SendChannel>> send_;
-  std::map<int, std::unique_ptr<RecvChannel>> recv_;
+  std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
+  std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
   std::vector<int> ring_;
-  uint32_t seq_ = 0;
+  uint32_t seq_ = 0;                   // collectives
+  std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
+  std::map<int, uint32_t> recvSeq_;
+  std::vector<char> scratch_;          // in-place all-to-all input copy
   mutable std::mutex errMu_;
   Status sticky_;
   std::atomic<bool> failed_{false};
