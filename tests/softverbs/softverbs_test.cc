@@ -5,6 +5,7 @@
 #include <infiniband/verbs.h>
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1046,6 +1047,41 @@ TEST(Errors, AccessMatrix) {
   }
 }
 
+TEST(Errors, ErrorsCompleteInPostOrder) {
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(p.up());
+  for (int round = 0; round < 5; ++round) {
+    Q a(p.d), b(p.d);
+    Endpoint ea = a.ep(p.d, nullptr, 1), eb = b.ep(p.d, nullptr, 2);
+    ASSERT_EQ(connect(a.qp, eb, 1), 0);
+    ASSERT_EQ(connect(b.qp, ea, 2), 0);
+    ibv_sge good{p.ba.a(), 64, p.ba.mr->lkey}, bad{p.ba.a(), 64, 0xbad};
+    ibv_send_wr w[3];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 3; ++i) {
+      w[i].wr_id = uint64_t(i);
+      w[i].num_sge = 1;
+      w[i].sg_list = i == 1 ? &bad : &good;
+      w[i].opcode = IBV_WR_RDMA_WRITE;
+      w[i].send_flags = IBV_SEND_SIGNALED;
+      w[i].wr.rdma.remote_addr = p.bb.a();
+      w[i].wr.rdma.rkey = p.bb.mr->rkey;
+      w[i].next = i < 2 ? &w[i + 1] : nullptr;
+    }
+    ibv_send_wr* badWr = nullptr;
+    ASSERT_EQ(ibv_post_send(a.qp, w, &badWr), 0);
+    const ibv_wc_status expect[3] = {IBV_WC_SUCCESS, IBV_WC_LOC_PROT_ERR, IBV_WC_WR_FLUSH_ERR};
+    for (int i = 0; i < 3; ++i) {
+      ibv_wc wc;
+      ASSERT_EQ(pollOne(a.cq, &wc), 1);
+      EXPECT_EQ(wc.wr_id, uint64_t(i));
+      EXPECT_EQ(wc.status, expect[i]) << ibv_wc_status_str(wc.status);
+    }
+    ibv_wc wc;
+    EXPECT_EQ(ibv_poll_cq(a.cq, 1, &wc), 0);
+  }
+}
+
 TEST(Errors, SendLargerThanReceive) {
   Pair p;
   ASSERT_NO_FATAL_FAILURE(p.up());
@@ -1424,6 +1460,99 @@ TEST(TwoProcess, PingPongWithRandomDelays) {
   close(sv[1]);
   EXPECT_EQ(a.join(), 0);
   EXPECT_EQ(b.join(), 0);
+}
+
+TEST(TwoProcess, PipelinedSendsSurviveRnrInOrderExactlyOnce) {
+  // 64 pipelined SENDs against a receiver that posts receives slowly: RNR NAKs rewind the
+  // window (go-back-N) and every message still arrives once, in order.
+  constexpr int kMsgs = 64;
+  Dev d;
+  Q q(d, kMsgs, 4);
+  Buf buf(d.pd, kMsgs * 8);
+  Peer child([](int fd) -> int {
+    Dev cd;
+    CK(cd.pd);
+    Q cq(cd, 4, 8);
+    Buf cb(cd.pd, 8 * 8);
+    Opts o;
+    o.minRnrTimer = 1;
+    Endpoint mine = cq.ep(cd, &cb, 9), theirs;
+    CK(sendObj(fd, mine) && recvObj(fd, &theirs));
+    CK(connect(cq.qp, theirs, 9, o) == 0);
+    for (int i = 0; i < 4; ++i) CK(postRecv(cq.qp, uint64_t(i), cb.p() + i * 8, 8, cb.mr->lkey) == 0);
+    char go = 1;
+    CK(sendObj(fd, go));
+    for (uint64_t expect = 0; expect < kMsgs; ++expect) {
+      ibv_wc wc;
+      CK(pollOne(cq.cq, &wc) == 1 && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_RECV);
+      uint64_t v;
+      memcpy(&v, cb.p() + wc.wr_id * 8, 8);
+      CK(v == expect);
+      if (expect % 7 == 0) usleep(2000);  // a slow consumer
+      CK(postRecv(cq.qp, wc.wr_id, cb.p() + wc.wr_id * 8, 8, cb.mr->lkey) == 0);
+    }
+    CK(recvObj(fd, &go));
+    return 0;
+  });
+  Endpoint mine = q.ep(d, &buf, 10), theirs;
+  ASSERT_TRUE(recvObj(child.fd, &theirs));
+  ASSERT_TRUE(sendObj(child.fd, mine));
+  ASSERT_EQ(connect(q.qp, theirs, 10), 0);
+  char go;
+  ASSERT_TRUE(recvObj(child.fd, &go));
+  for (uint64_t i = 0; i < kMsgs; ++i) {
+    memcpy(buf.p() + i * 8, &i, 8);
+    ASSERT_EQ(postSend(q.qp, IBV_WR_SEND, i, buf.p() + i * 8, 8, buf.mr->lkey), 0);
+  }
+  for (uint64_t i = 0; i < kMsgs; ++i) {
+    ibv_wc wc;
+    ASSERT_EQ(pollOne(q.cq, &wc), 1);
+    EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+    EXPECT_EQ(wc.wr_id, i);
+  }
+  ASSERT_TRUE(sendObj(child.fd, go));
+  EXPECT_EQ(child.join(), 0);
+}
+
+// =============================================================================================
+// ABI: what NCCL-style loaders and inline helpers rely on
+TEST(Abi, VersionedSymbolsAndContextLayout) {
+  void* h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(h, nullptr);
+  const struct {
+    const char* name;
+    const char* version;
+  } syms[] = {{"ibv_get_device_list", "IBVERBS_1.1"}, {"ibv_open_device", "IBVERBS_1.1"},
+              {"ibv_query_port", "IBVERBS_1.1"},      {"ibv_reg_mr", "IBVERBS_1.1"},
+              {"ibv_create_comp_channel", "IBVERBS_1.0"}, {"ibv_qp_to_qp_ex", "IBVERBS_1.6"},
+              {"ibv_reg_mr_iova", "IBVERBS_1.7"},     {"ibv_reg_mr_iova2", "IBVERBS_1.8"},
+              {"ibv_get_device_index", "IBVERBS_1.9"}, {"ibv_query_ece", "IBVERBS_1.10"},
+              {"_ibv_query_gid_ex", "IBVERBS_1.11"},  {"ibv_reg_dmabuf_mr", "IBVERBS_1.12"},
+              {"ibv_is_fork_initialized", "IBVERBS_1.13"},
+              {"ibv_query_qp_data_in_order", "IBVERBS_1.14"},
+              {"ibv_query_gid_type", "IBVERBS_PRIVATE_34"}};
+  for (auto& s : syms) EXPECT_NE(dlvsym(h, s.name, s.version), nullptr) << s.name << "@" << s.version;
+  EXPECT_EQ(dlvsym(h, "ibv_create_comp_channel", "IBVERBS_1.1"), nullptr);  // 1.0 only
+  EXPECT_EQ(dlsym(h, "_ZN2sv1GEv"), nullptr);  // internals stay hidden
+  dlclose(h);
+  Dev d;
+  ASSERT_NE(d.ctx, nullptr);
+  EXPECT_EQ(d.ctx->abi_compat, __VERBS_ABI_IS_EXTENDED);
+  verbs_context* v = verbs_get_ctx(d.ctx);
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->sz, sizeof(verbs_context));
+  EXPECT_NE(verbs_get_ctx_op(d.ctx, query_port), nullptr);
+  EXPECT_EQ(verbs_get_ctx_op(d.ctx, create_qp_ex), nullptr);
+  EXPECT_NE(d.ctx->ops.post_send, nullptr);
+  EXPECT_NE(d.ctx->ops.post_recv, nullptr);
+  EXPECT_NE(d.ctx->ops.poll_cq, nullptr);
+  EXPECT_NE(d.ctx->ops.req_notify_cq, nullptr);
+  ibv_cq_init_attr_ex ca;
+  memset(&ca, 0, sizeof ca);
+  ca.cqe = 4;
+  errno = 0;
+  EXPECT_EQ(ibv_create_cq_ex(d.ctx, &ca), nullptr);
+  EXPECT_EQ(errno, EOPNOTSUPP);
 }
 
 }  // namespace

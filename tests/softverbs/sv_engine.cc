@@ -364,7 +364,10 @@ void recvCqe(Qp* qp, const RecvWqe& r, ibv_wc_status status, ibv_wc_opcode op, u
 }
 
 void popDone(Qp* qp) {
-  while (!qp->sq.empty() && qp->sq.front().st == SendWqe::kDone) qp->sq.pop_front();
+  while (!qp->sq.empty() && qp->sq.front().st == SendWqe::kDone) {
+    qp->sq.pop_front();
+    if (qp->sentCount) --qp->sentCount;
+  }
 }
 
 void completeError(Qp* qp, SendWqe& w, ibv_wc_status status) {
@@ -390,6 +393,7 @@ int64_t rnrDelayNs(int timer) {
 
 void rewind(Qp* qp, int64_t t) {
   qp->epoch++;
+  qp->sentCount = 0;
   for (SendWqe& w : qp->sq) {
     if (w.st == SendWqe::kSent) w.st = SendWqe::kQueued;
     w.lost = false;
@@ -423,7 +427,9 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
   if (bad == IBV_WC_SUCCESS && w.opcode == IBV_WR_RDMA_READ && qp->maxRd < 1)
     bad = IBV_WC_LOC_QP_OP_ERR;
   if (bad != IBV_WC_SUCCESS) {
-    if (gPosting) return;  // even errors complete on the progress thread, after post returns
+    // Even errors complete on the progress thread, after post returns, and in order: after the
+    // WRs before this one have been answered.
+    if (gPosting || qp->sentCount) return;
     completeError(qp, w, bad);
     return;
   }
@@ -456,6 +462,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
     msg = encode(h, iov.data(), iov.size() * sizeof(WireIov));
   }
   w.st = SendWqe::kSent;
+  ++qp->sentCount;
   w.lost = false;
   w.deadline = now + ackTimeoutNs(qp->timeout);
   if (pid <= 0 || !sendTo(pid, std::move(msg))) w.lost = true;
@@ -478,8 +485,10 @@ void onTimeout(Qp* qp, SendWqe& w, int64_t now) {
 }
 
 void flushQp(Qp* qp) {
-  for (SendWqe& w : qp->sq) sendCqe(qp, w, IBV_WC_WR_FLUSH_ERR);
+  for (SendWqe& w : qp->sq)
+    if (w.st != SendWqe::kDone) sendCqe(qp, w, IBV_WC_WR_FLUSH_ERR);
   qp->sq.clear();
+  qp->sentCount = 0;
   for (RecvWqe& r : qp->rq) recvCqe(qp, r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, nullptr);
   qp->rq.clear();
 }
@@ -492,26 +501,22 @@ int64_t processRequester(Qp* qp, int64_t now) {
     return INT64_MAX;
   }
   if (st != IBV_QPS_RTS && st != IBV_QPS_SQD) return INT64_MAX;
-  int64_t next = INT64_MAX;
-  if (!qp->sq.empty() && qp->sq.front().st == SendWqe::kSent && now >= qp->sq.front().deadline) {
+  if (qp->sentCount && now >= qp->sq.front().deadline) {
     onTimeout(qp, qp->sq.front(), now);
     if (qp->ibqp.state == IBV_QPS_ERR) return INT64_MAX;
   }
-  for (size_t i = 0; i < qp->sq.size(); ++i) {
+  // Only the oldest unanswered WR can time out (the others wait behind it).
+  int64_t next = qp->sentCount ? qp->sq.front().deadline : INT64_MAX;
+  for (size_t i = qp->sentCount; i < qp->sq.size(); ++i) {
     SendWqe& w = qp->sq[i];
-    if (w.st == SendWqe::kSent) {
-      next = std::min(next, w.deadline);
-      continue;
-    }
-    if (w.st != SendWqe::kQueued) continue;
     if (st == IBV_QPS_SQD) break;
     if (w.notBefore > now) {
       next = std::min(next, w.notBefore);
       break;
     }
     transmit(qp, w, now);
-    if (w.st == SendWqe::kQueued) return now;  // left for the progress thread
     if (qp->ibqp.state == IBV_QPS_ERR) return INT64_MAX;
+    if (w.st == SendWqe::kQueued) return gPosting ? now : next;  // a local error waits its turn
     next = std::min(next, w.deadline);
   }
   return next;
