@@ -65,7 +65,7 @@ std::string renderTopologyText(const NodeTopology& t) {
     }
     o += "  GPU" + pad(std::to_string(g), 3) + pad(gpu.pciBusId, 14) + "[" + hex4(gpu.vendorId) +
          ":" + hex4(gpu.deviceId) + "]  NUMA " + pad(std::to_string(gpu.numaNode), 3) +
-         pad(pathTypeName(gpu.railPath), 5) + (rails.empty() ? "no rails" : rails) + "\n";
+         pad(rails.empty() ? "-" : pathTypeName(gpu.railPath), 5) + (rails.empty() ? "no rails" : rails) + "\n";
   }
 
   o += "\nRDMA ports: " + std::to_string(t.nics.size()) + ", rails: " +
