@@ -137,8 +137,9 @@ class Generator {
       }
       case weftAvg:
         if (t_.kind == Kind::SignedInt) {
-          v = static_cast<uint64_t>(
-              static_cast<int64_t>(h % (2 * static_cast<uint64_t>(a_) + 1)) - a_);
+          // [-a, a] in two's complement, computed unsigned (a may be 2^63 - 1 for one rank).
+          const uint64_t a = static_cast<uint64_t>(a_);
+          v = h % (2 * a + 1) - a;
         } else {
           v = ua_ == ~0ull ? h : h % (ua_ + 1);
         }
