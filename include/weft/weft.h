@@ -145,6 +145,53 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
  * first use, sized by WEFT_BUFFSIZE). */
 WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingBytes);
 
+/* ---- Communicator creation with a config, from the launcher's environment, and by split ---- */
+
+/* A config built to grow: callers initialise it with WEFT_CONFIG_INITIALIZER (size, magic and the
+ * header's version come first), then set the fields they care about; undefined fields keep the
+ * defaults and the WEFT_* environment. Readers use `size` to know which fields the caller has. */
+#define WEFT_CONFIG_MAGIC 0xcafebeefu
+#define WEFT_CONFIG_UNDEF_INT (-2147483647 - 1)
+#define WEFT_CONFIG_UNDEF_PTR NULL
+typedef struct weftConfig_v1 {
+  size_t size;          /* sizeof(weftConfig_t) of the caller's header */
+  unsigned int magic;   /* WEFT_CONFIG_MAGIC */
+  unsigned int version; /* WEFT_VERSION_CODE of the caller's header */
+  int blocking;         /* 1 (default): init returns when done; 0: init returns weftInProgress and
+                           completes in the background (poll weftCommGetAsyncError) */
+  int initTimeoutMs;    /* overrides WEFT_INIT_TIMEOUT_MS */
+  int timeoutMs;        /* overrides WEFT_TIMEOUT_MS (time without progress in a call; 0 = none) */
+  int buffSize;         /* overrides WEFT_BUFFSIZE (staging bytes per connection direction) */
+  const char* commName; /* a name for log lines */
+} weftConfig_t;
+#define WEFT_CONFIG_INITIALIZER                                                           \
+  {                                                                                       \
+    sizeof(weftConfig_t), WEFT_CONFIG_MAGIC, WEFT_VERSION_CODE, WEFT_CONFIG_UNDEF_INT,    \
+        WEFT_CONFIG_UNDEF_INT, WEFT_CONFIG_UNDEF_INT, WEFT_CONFIG_UNDEF_INT, WEFT_CONFIG_UNDEF_PTR \
+  }
+
+/* weftCommInitRank with a config (NULL = defaults). */
+WEFT_API weftResult_t weftCommInitRankConfig(weftComm_t* comm, int nranks, weftUniqueId commId, int rank,
+                                             weftConfig_t* config);
+
+/* Create a communicator from the launcher's environment, with no id to pass around:
+ * rank, size, local rank from WEFT_RANK/WEFT_NRANKS/WEFT_LOCAL_RANK, else Open MPI's
+ * OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK}, else Slurm's SLURM_{PROCID,NTASKS,LOCALID}, else torchrun's
+ * RANK/WORLD_SIZE/LOCAL_RANK. Rendezvous at WEFT_COMM_ID=host:port, else MASTER_ADDR with port
+ * MASTER_PORT+1 (torchrun's own store keeps MASTER_PORT), else the first host of
+ * SLURM_STEP_NODELIST with port 20000 + SLURM_JOB_ID % 20000; rank 0 serves it. The secret is
+ * WEFT_COMM_SECRET, else the job id (SLURM_JOB_ID, OMPI_MCA_ess_base_jobid, TORCHELASTIC_RUN_ID):
+ * a guard against mixing two jobs' ranks, not security. */
+WEFT_API weftResult_t weftCommInitFromEnv(weftComm_t* comm, weftConfig_t* config);
+
+/* Collective over comm: ranks with the same color form a new communicator, ordered by key (then by
+ * their rank in comm). color WEFT_SPLIT_NOCOLOR returns *newcomm = NULL. config NULL inherits the
+ * parent's settings. */
+#define WEFT_SPLIT_NOCOLOR (-1)
+WEFT_API weftResult_t weftCommSplit(weftComm_t comm, int color, int key, weftComm_t* newcomm, weftConfig_t* config);
+
+/* ---- Collectives and point to point (host buffers: synchronous on the calling thread) ---- */
+
 /* Reduce count elements across all ranks with op; every rank gets the result in recvbuff.
  * In place when sendbuff == recvbuff; any other overlap is weftInvalidArgument. Buffers must be
  * aligned to the element size (as any C array of that type is).
@@ -152,6 +199,52 @@ WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingByt
 WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                                     weftDataType_t datatype, weftRedOp_t op, weftComm_t comm,
                                     weftStream_t stream);
+
+/* root's sendbuff (count elements) lands in every rank's recvbuff. In place when sendbuff ==
+ * recvbuff; sendbuff is only read on root and may be NULL elsewhere. */
+WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                    int root, weftComm_t comm, weftStream_t stream);
+/* Legacy in-place broadcast. */
+WEFT_API weftResult_t weftBcast(void* buff, size_t count, weftDataType_t datatype, int root, weftComm_t comm,
+                                weftStream_t stream);
+
+/* Reduce to root: recvbuff is only written on root and may be NULL elsewhere. In place when
+ * sendbuff == recvbuff. */
+WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                 weftRedOp_t op, int root, weftComm_t comm, weftStream_t stream);
+
+/* recvbuff holds nranks * sendcount elements, rank i's at offset i * sendcount. In place when
+ * sendbuff == recvbuff + rank * sendcount (in elements). */
+WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, weftDataType_t datatype,
+                                    weftComm_t comm, weftStream_t stream);
+
+/* sendbuff holds nranks * recvcount elements; block i reduced over ranks lands on rank i. In place
+ * when recvbuff == sendbuff + rank * recvcount (in elements). */
+WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
+                                        weftDataType_t datatype, weftRedOp_t op, weftComm_t comm,
+                                        weftStream_t stream);
+
+/* Block j (count elements) of sendbuff goes to rank j and lands at recvbuff + rank * count there.
+ * In place when sendbuff == recvbuff. */
+WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                   weftComm_t comm, weftStream_t stream);
+
+/* Returns when every rank has entered it. */
+WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream);
+
+/* Point to point: a send matches the peer's receive in posting order; count and type must agree.
+ * Outside a group each call completes before it returns; inside a group (weftGroupStart/End) sends
+ * and receives may be posted in any order on each rank and still complete. */
+WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_t datatype, int peer,
+                               weftComm_t comm, weftStream_t stream);
+WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t datatype, int peer, weftComm_t comm,
+                               weftStream_t stream);
+
+/* Groups: nothing runs until the outermost weftGroupEnd, which runs every operation posted since the
+ * outermost weftGroupStart (buffers must stay valid until then). Collectives inside a group keep
+ * their order, which must be the same on every rank. */
+WEFT_API weftResult_t weftGroupStart(void);
+WEFT_API weftResult_t weftGroupEnd(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

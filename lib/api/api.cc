@@ -2,7 +2,11 @@
 // crosses this boundary; every failure leaves a sentence for weftGetLastError.
 #include "weft/weft.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -10,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "lib/bootstrap/launcher.h"
 #include "lib/bootstrap/root.h"
 #include "lib/bootstrap/unique_id.h"
 #include "lib/core/log.h"
@@ -27,6 +32,16 @@ static_assert(static_cast<int>(weftTimeout) == static_cast<int>(weft::Code::kTim
 
 struct weftComm {
   std::unique_ptr<weft::engine::Communicator> impl;
+  // Calls in flight (weftCommAbort waits for them to leave before freeing).
+  std::atomic<int> activeCalls{0};
+  // Non-blocking init (config.blocking == 0): the communicator is built on this thread.
+  std::mutex initMu;
+  std::thread initThread;
+  std::atomic<bool> initializing{false};
+  weft::Status initStatus;
+  ~weftComm() {
+    if (initThread.joinable()) initThread.join();
+  }
 };
 
 namespace {
@@ -46,7 +61,7 @@ weftResult_t argError(const char* call, const std::string& what) {
   return report(weft::invalidArgument(what), call);
 }
 
-// Runs f, turning any escaping C++ exception into weftInternalError.
+// Runs f, turning any escaping C++ exception into an error code.
 template <typename F>
 weftResult_t guarded(const char* call, F&& f) {
   try {
@@ -61,17 +76,151 @@ weftResult_t guarded(const char* call, F&& f) {
   }
 }
 
+// Waits for a non-blocking init to finish; the init's error, if any.
+weft::Status ready(weftComm* c) {
+  if (c->initializing.load()) {
+    std::lock_guard<std::mutex> g(c->initMu);
+    if (c->initThread.joinable()) c->initThread.join();
+  }
+  return c->initStatus;
+}
+
 // One call at a time per communicator; weftCommAbort waits for calls to leave before freeing.
 class CallGuard {
  public:
-  explicit CallGuard(weftComm* c) : c_(c) { busy_ = c_->impl->activeCalls.fetch_add(1) != 0; }
-  ~CallGuard() { c_->impl->activeCalls.fetch_sub(1); }
+  explicit CallGuard(weftComm* c) : c_(c) { busy_ = c_->activeCalls.fetch_add(1) != 0; }
+  ~CallGuard() { c_->activeCalls.fetch_sub(1); }
   bool busy() const { return busy_; }
 
  private:
   weftComm* c_;
   bool busy_;
 };
+
+weft::Status readConfig(const weftConfig_t* config, weft::engine::CommOptions* opts, bool* blocking) {
+  *blocking = true;
+  if (config == nullptr) return weft::Status::ok();
+  if (config->magic != WEFT_CONFIG_MAGIC || config->size < offsetof(weftConfig_t, blocking))
+    return weft::invalidArgument("the config was not initialised with WEFT_CONFIG_INITIALIZER (bad magic or size)");
+  auto has = [&](size_t offset, size_t bytes) { return config->size >= offset + bytes; };
+  auto intField = [&](size_t offset, const int* field, const char* name, int64_t* out) -> weft::Status {
+    if (!has(offset, sizeof(int)) || *field == WEFT_CONFIG_UNDEF_INT) return weft::Status::ok();
+    if (*field < 0) return weft::invalidArgument(std::string("config.") + name + "=" + std::to_string(*field) + " is negative");
+    *out = *field;
+    return weft::Status::ok();
+  };
+  if (has(offsetof(weftConfig_t, blocking), sizeof(int)) && config->blocking != WEFT_CONFIG_UNDEF_INT) {
+    if (config->blocking != 0 && config->blocking != 1)
+      return weft::invalidArgument("config.blocking must be 0 or 1, not " + std::to_string(config->blocking));
+    *blocking = config->blocking == 1;
+  }
+  WEFT_TRY(intField(offsetof(weftConfig_t, initTimeoutMs), &config->initTimeoutMs, "initTimeoutMs", &opts->initTimeoutMs));
+  WEFT_TRY(intField(offsetof(weftConfig_t, timeoutMs), &config->timeoutMs, "timeoutMs", &opts->timeoutMs));
+  WEFT_TRY(intField(offsetof(weftConfig_t, buffSize), &config->buffSize, "buffSize", &opts->buffSize));
+  if (has(offsetof(weftConfig_t, commName), sizeof(const char*)) && config->commName != nullptr)
+    opts->name = config->commName;
+  return weft::Status::ok();
+}
+
+// Creates the communicator now, or (non-blocking) on a thread: then weftInProgress.
+weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, const weft::bootstrap::UniqueId& id,
+                      const weft::engine::CommOptions& opts, bool blocking) {
+  auto c = std::make_unique<weftComm>();
+  if (blocking) {
+    weft::Status s = weft::engine::Communicator::create(id, nranks, rank, opts, &c->impl);
+    if (!s) return report(s, call);
+    *out = c.release();
+    return weftSuccess;
+  }
+  weftComm* raw = c.get();
+  raw->initializing.store(true);
+  raw->initThread = std::thread([raw, id, nranks, rank, opts] {
+    weft::Status s;
+    try {
+      s = weft::engine::Communicator::create(id, nranks, rank, opts, &raw->impl);
+    } catch (const std::exception& e) {
+      s = weft::internalError(e.what());
+    }
+    raw->initStatus = s;
+    raw->initializing.store(false);
+  });
+  *out = c.release();
+  return weftInProgress;
+}
+
+const char* kTypes = "0-11: int8 ... fp8 e5m2";
+
+// Common checks of a collective call; fills esize. Returns weftSuccess to go on.
+weftResult_t checkCommon(const char* call, weftComm_t comm, weftDataType_t datatype, bool hasOp, weftRedOp_t op,
+                         size_t count, size_t factor, size_t* esize) {
+  if (comm == nullptr) return argError(call, "comm is NULL");
+  if (static_cast<int>(datatype) < 0 || static_cast<int>(datatype) >= weftNumTypes)
+    return argError(call, "datatype " + std::to_string(static_cast<int>(datatype)) + " is not a weftDataType_t (" + kTypes + ")");
+  if (hasOp && (static_cast<int>(op) < 0 || static_cast<int>(op) >= weftNumOps))
+    return argError(call, "op " + std::to_string(static_cast<int>(op)) + " is not a weftRedOp_t (0-4: sum, prod, max, min, avg)");
+  *esize = weft::typeSize(static_cast<weft::DataType>(datatype));
+  if (count > static_cast<size_t>(PTRDIFF_MAX) / *esize / std::max<size_t>(factor, 1))
+    return argError(call, "count " + std::to_string(count) + " of " + weft::typeName(static_cast<weft::DataType>(datatype)) +
+                              " overflows the address space");
+  weft::Status s = ready(comm);
+  if (!s) return report(s, call);
+  return weftSuccess;
+}
+
+weftResult_t checkBuffer(const char* call, const char* name, const void* p, size_t esize, size_t count) {
+  if (count == 0) return weftSuccess;
+  if (p == nullptr) return argError(call, std::string(name) + " is NULL with count " + std::to_string(count));
+  if (reinterpret_cast<uintptr_t>(p) % esize != 0)
+    return argError(call, std::string(name) + " must be aligned to the element size (" + std::to_string(esize) + " bytes)");
+  return weftSuccess;
+}
+
+bool overlaps(const void* a, size_t abytes, const void* b, size_t bbytes) {
+  auto x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return abytes && bbytes && x < y + bbytes && y < x + abytes;
+}
+
+// Group state of this thread: operations posted between the outermost start and end.
+struct PendingOp {
+  weftComm_t comm;
+  weft::engine::OpDesc op;
+};
+thread_local int tlsGroupDepth = 0;
+thread_local std::vector<PendingOp> tlsGroupOps;
+
+// Runs (or, inside a group, posts) one operation.
+weftResult_t submit(const char* call, weftComm_t comm, const weft::engine::OpDesc& d) {
+  if (tlsGroupDepth > 0) {
+    tlsGroupOps.push_back({comm, d});
+    return weftSuccess;
+  }
+  CallGuard guard(comm);
+  if (guard.busy())
+    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
+                                     "may use a communicator"),
+                  call);
+  return report(comm->impl->run(d), call);
+}
+
+weft::engine::OpDesc makeOp(weft::CollType coll, const void* sendbuff, void* recvbuff, size_t count,
+                            weftDataType_t datatype, weftRedOp_t op, int root) {
+  weft::engine::OpDesc d;
+  d.coll = coll;
+  d.sendbuff = sendbuff;
+  d.recvbuff = recvbuff;
+  d.count = count;
+  d.dtype = static_cast<weft::DataType>(datatype);
+  d.op = static_cast<weft::RedOp>(op);
+  d.root = root;
+  return d;
+}
+
+weftResult_t checkRoot(const char* call, weftComm_t comm, int root, const char* what) {
+  if (root < 0 || root >= comm->impl->nranks())
+    return argError(call, std::string(what) + " " + std::to_string(root) + " is outside [0, nranks=" +
+                              std::to_string(comm->impl->nranks()) + ")");
+  return weftSuccess;
+}
 
 }  // namespace
 
@@ -103,7 +252,8 @@ WEFT_API const char* weftGetLastError(weftComm_t comm) {
   if (comm != nullptr) {
     thread_local std::string commError;
     try {
-      weft::Status s = comm->impl->asyncError();
+      weft::Status s = comm->initializing.load() ? weft::Status() : comm->initStatus;
+      if (s && comm->impl) s = comm->impl->asyncError();
       commError = s.isOk() ? "" : s.message();
     } catch (...) {
       commError.clear();
@@ -124,7 +274,8 @@ WEFT_API weftResult_t weftGetUniqueId(weftUniqueId* uniqueId) {
   });
 }
 
-WEFT_API weftResult_t weftCommInitRank(weftComm_t* comm, int nranks, weftUniqueId commId, int rank) {
+WEFT_API weftResult_t weftCommInitRankConfig(weftComm_t* comm, int nranks, weftUniqueId commId, int rank,
+                                             weftConfig_t* config) {
   return guarded("weftCommInitRank", [&] {
     const char* call = "weftCommInitRank";
     if (comm == nullptr) return argError(call, "comm is NULL: pass the address of a weftComm_t");
@@ -132,13 +283,68 @@ WEFT_API weftResult_t weftCommInitRank(weftComm_t* comm, int nranks, weftUniqueI
     if (nranks < 1) return argError(call, "nranks=" + std::to_string(nranks) + " must be at least 1");
     if (rank < 0 || rank >= nranks)
       return argError(call, "rank=" + std::to_string(rank) + " is outside [0, nranks=" + std::to_string(nranks) + ")");
+    weft::engine::CommOptions opts;
+    bool blocking;
+    weft::Status s = readConfig(config, &opts, &blocking);
+    if (!s) return report(s, call);
     weft::bootstrap::UniqueId id;
-    weft::Status s = weft::bootstrap::decodeUniqueId(reinterpret_cast<const unsigned char*>(commId.internal), &id);
+    s = weft::bootstrap::decodeUniqueId(reinterpret_cast<const unsigned char*>(commId.internal), &id);
     if (!s) return report(s, call);
+    return initComm(call, comm, nranks, rank, id, opts, blocking);
+  });
+}
+
+WEFT_API weftResult_t weftCommInitRank(weftComm_t* comm, int nranks, weftUniqueId commId, int rank) {
+  return weftCommInitRankConfig(comm, nranks, commId, rank, nullptr);
+}
+
+WEFT_API weftResult_t weftCommInitFromEnv(weftComm_t* comm, weftConfig_t* config) {
+  return guarded("weftCommInitFromEnv", [&] {
+    const char* call = "weftCommInitFromEnv";
+    if (comm == nullptr) return argError(call, "comm is NULL: pass the address of a weftComm_t");
+    *comm = nullptr;
+    weft::engine::CommOptions opts;
+    bool blocking;
+    weft::Status s = readConfig(config, &opts, &blocking);
+    if (!s) return report(s, call);
+    weft::bootstrap::LaunchInfo info;
+    s = weft::bootstrap::launchInfoFromEnv(&info);
+    if (!s) return report(s, call);
+    WEFT_INFO(INIT, "launcher %s: rank %d of %d (local rank %d), rendezvous %s from %s, secret from %s",
+              info.launcher.c_str(), info.rank, info.nranks, info.localRank, info.root.str().c_str(),
+              info.rootSource.c_str(), info.secretSource.c_str());
+    weft::bootstrap::UniqueId id;
+    id.libraryVersion = static_cast<uint32_t>(weft::kLibraryVersion);
+    std::memcpy(id.secret, info.secret, sizeof id.secret);
+    id.root = info.root;
+    if (info.rank == 0) {
+      s = weft::bootstrap::startRootAt(info.root, info.secret, &id);
+      if (!s) return report(s.withContext("rank 0 serving the rendezvous named by " + info.rootSource), call);
+    }
+    return initComm(call, comm, info.nranks, info.rank, id, opts, blocking);
+  });
+}
+
+WEFT_API weftResult_t weftCommSplit(weftComm_t comm, int color, int key, weftComm_t* newcomm, weftConfig_t* config) {
+  return guarded("weftCommSplit", [&] {
+    const char* call = "weftCommSplit";
+    if (comm == nullptr) return argError(call, "comm is NULL");
+    if (newcomm == nullptr) return argError(call, "newcomm is NULL");
+    *newcomm = nullptr;
+    if (color < 0 && color != WEFT_SPLIT_NOCOLOR)
+      return argError(call, "color " + std::to_string(color) + " is negative: use WEFT_SPLIT_NOCOLOR to opt out");
+    weft::Status s = ready(comm);
+    if (!s) return report(s, call);
+    weft::engine::CommOptions opts;
+    bool blocking;
+    s = readConfig(config, &opts, &blocking);
+    if (!s) return report(s, call);
+    CallGuard guard(comm);
+    if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto c = std::make_unique<weftComm>();
-    s = weft::engine::Communicator::create(id, nranks, rank, &c->impl);
+    s = comm->impl->split(color, key, config ? &opts : nullptr, &c->impl);
     if (!s) return report(s, call);
-    *comm = c.release();
+    if (c->impl) *newcomm = c.release();
     return weftSuccess;
   });
 }
@@ -146,9 +352,9 @@ WEFT_API weftResult_t weftCommInitRank(weftComm_t* comm, int nranks, weftUniqueI
 WEFT_API weftResult_t weftCommDestroy(weftComm_t comm) {
   return guarded("weftCommDestroy", [&] {
     if (comm == nullptr) return weftSuccess;
-    if (comm->impl->activeCalls.load() != 0)
-      return report(weft::invalidUsage("the communicator is in use by another thread; use weftCommAbort to "
-                                       "interrupt it"),
+    (void)ready(comm);
+    if (comm->activeCalls.load() != 0)
+      return report(weft::invalidUsage("the communicator is in use by another thread; use weftCommAbort to interrupt it"),
                     "weftCommDestroy");
     delete comm;
     return weftSuccess;
@@ -158,9 +364,10 @@ WEFT_API weftResult_t weftCommDestroy(weftComm_t comm) {
 WEFT_API weftResult_t weftCommAbort(weftComm_t comm) {
   return guarded("weftCommAbort", [&] {
     if (comm == nullptr) return weftSuccess;
-    comm->impl->requestAbort();
+    (void)ready(comm);  // an init in progress ends within its timeout
+    if (comm->impl) comm->impl->requestAbort();
     // A blocked call notices the flag within one poll slice (10 ms); wait for it to leave.
-    while (comm->impl->activeCalls.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (comm->activeCalls.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     delete comm;
     return weftSuccess;
   });
@@ -169,6 +376,8 @@ WEFT_API weftResult_t weftCommAbort(weftComm_t comm) {
 WEFT_API weftResult_t weftCommCount(const weftComm_t comm, int* count) {
   if (comm == nullptr) return argError("weftCommCount", "comm is NULL");
   if (count == nullptr) return argError("weftCommCount", "count is NULL");
+  weft::Status s = ready(comm);
+  if (!s) return report(s, "weftCommCount");
   *count = comm->impl->nranks();
   return weftSuccess;
 }
@@ -176,6 +385,8 @@ WEFT_API weftResult_t weftCommCount(const weftComm_t comm, int* count) {
 WEFT_API weftResult_t weftCommUserRank(const weftComm_t comm, int* rank) {
   if (comm == nullptr) return argError("weftCommUserRank", "comm is NULL");
   if (rank == nullptr) return argError("weftCommUserRank", "rank is NULL");
+  weft::Status s = ready(comm);
+  if (!s) return report(s, "weftCommUserRank");
   *rank = comm->impl->rank();
   return weftSuccess;
 }
@@ -184,6 +395,14 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
   return guarded("weftCommGetAsyncError", [&] {
     if (comm == nullptr) return argError("weftCommGetAsyncError", "comm is NULL");
     if (asyncError == nullptr) return argError("weftCommGetAsyncError", "asyncError is NULL");
+    if (comm->initializing.load()) {
+      *asyncError = weftInProgress;
+      return weftSuccess;
+    }
+    if (!comm->initStatus.isOk()) {
+      *asyncError = toResult(comm->initStatus.code());
+      return weftSuccess;
+    }
     *asyncError = toResult(comm->impl->asyncError().code());
     return weftSuccess;
   });
@@ -192,6 +411,8 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
 WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingBytes) {
   if (comm == nullptr) return argError("weftCommMemStats", "comm is NULL");
   if (stagingBytes == nullptr) return argError("weftCommMemStats", "stagingBytes is NULL");
+  weft::Status s = ready(comm);
+  if (!s) return report(s, "weftCommMemStats");
   *stagingBytes = comm->impl->stagingBytes();
   return weftSuccess;
 }
@@ -201,42 +422,189 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
   (void)stream;  // host buffers run synchronously whatever the stream
   return guarded("weftAllReduce", [&] {
     const char* call = "weftAllReduce";
-    if (comm == nullptr) return argError(call, "comm is NULL");
-    if (static_cast<int>(datatype) < 0 || static_cast<int>(datatype) >= weftNumTypes)
-      return argError(call, "datatype " + std::to_string(static_cast<int>(datatype)) +
-                                " is not a weftDataType_t (0-11: int8 ... fp8 e5m2)");
-    if (static_cast<int>(op) < 0 || static_cast<int>(op) >= weftNumOps)
-      return argError(call, "op " + std::to_string(static_cast<int>(op)) + " is not a weftRedOp_t (0-4: sum, prod, max, min, avg)");
-    auto dtype = static_cast<weft::DataType>(datatype);
-    size_t esize = weft::typeSize(dtype);
-    if (count > static_cast<size_t>(PTRDIFF_MAX) / esize)
-      return argError(call, "count " + std::to_string(count) + " of " + weft::typeName(dtype) +
-                                " overflows the address space");
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, true, op, count, 1, &es);
+    if (r != weftSuccess) return r;
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
     if (count == 0) return weftSuccess;
-    if (sendbuff == nullptr || recvbuff == nullptr)
-      return argError(call, std::string(sendbuff == nullptr ? "sendbuff" : "recvbuff") + " is NULL with count " +
-                                std::to_string(count));
-    if (reinterpret_cast<uintptr_t>(sendbuff) % esize != 0 || reinterpret_cast<uintptr_t>(recvbuff) % esize != 0)
-      return argError(call, std::string("sendbuff and recvbuff must be aligned to the element size (") +
-                                std::to_string(esize) + " bytes for " + weft::typeName(dtype) + ")");
-    size_t bytes = count * esize;
-    auto s0 = reinterpret_cast<uintptr_t>(sendbuff), r0 = reinterpret_cast<uintptr_t>(recvbuff);
-    if (s0 != r0 && s0 < r0 + bytes && r0 < s0 + bytes)
+    if (sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal: use sendbuff == recvbuff for in-place, "
                             "or separate buffers");
-    CallGuard guard(comm);
-    if (guard.busy())
-      return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a "
-                                       "time may use a communicator"),
-                    call);
-    weft::engine::OpDesc d;
-    d.coll = weft::CollType::kAllReduce;
-    d.sendbuff = sendbuff;
-    d.recvbuff = recvbuff;
-    d.count = count;
-    d.dtype = dtype;
-    d.op = static_cast<weft::RedOp>(op);
-    return report(comm->impl->run(d), call);
+    return submit(call, comm, makeOp(weft::CollType::kAllReduce, sendbuff, recvbuff, count, datatype, op, -1));
+  });
+}
+
+WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                    int root, weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return guarded("weftBroadcast", [&] {
+    const char* call = "weftBroadcast";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    if (r != weftSuccess || (r = checkRoot(call, comm, root, "root")) != weftSuccess) return r;
+    bool isRoot = root == comm->impl->rank();
+    if (isRoot && (r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
+    if (count == 0) return weftSuccess;
+    if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
+      return argError(call, "sendbuff and recvbuff overlap without being equal");
+    return submit(call, comm, makeOp(weft::CollType::kBroadcast, isRoot ? sendbuff : nullptr, recvbuff, count, datatype, weftSum, root));
+  });
+}
+
+WEFT_API weftResult_t weftBcast(void* buff, size_t count, weftDataType_t datatype, int root, weftComm_t comm,
+                                weftStream_t stream) {
+  return weftBroadcast(buff, buff, count, datatype, root, comm, stream);
+}
+
+WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                 weftRedOp_t op, int root, weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return guarded("weftReduce", [&] {
+    const char* call = "weftReduce";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, true, op, count, 1, &es);
+    if (r != weftSuccess || (r = checkRoot(call, comm, root, "root")) != weftSuccess) return r;
+    bool isRoot = root == comm->impl->rank();
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
+    if (isRoot && (r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
+    if (count == 0) return weftSuccess;
+    if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
+      return argError(call, "sendbuff and recvbuff overlap without being equal");
+    return submit(call, comm, makeOp(weft::CollType::kReduce, sendbuff, isRoot ? recvbuff : nullptr, count, datatype, op, root));
+  });
+}
+
+WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, weftDataType_t datatype,
+                                    weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return guarded("weftAllGather", [&] {
+    const char* call = "weftAllGather";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, sendcount, 1, &es);
+    if (r != weftSuccess) return r;
+    size_t n = static_cast<size_t>(comm->impl->nranks());
+    if (sendcount > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "sendcount * nranks overflows");
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, sendcount)) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, sendcount)) != weftSuccess) return r;
+    if (sendcount == 0) return weftSuccess;
+    size_t bytes = sendcount * es;
+    const char* inPlace = static_cast<const char*>(recvbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
+    if (sendbuff != inPlace && overlaps(sendbuff, bytes, recvbuff, bytes * n))
+      return argError(call, "sendbuff overlaps recvbuff without being in place (in place is sendbuff == recvbuff + rank * sendcount)");
+    return submit(call, comm, makeOp(weft::CollType::kAllGather, sendbuff, recvbuff, sendcount, datatype, weftSum, -1));
+  });
+}
+
+WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
+                                        weftDataType_t datatype, weftRedOp_t op, weftComm_t comm,
+                                        weftStream_t stream) {
+  (void)stream;
+  return guarded("weftReduceScatter", [&] {
+    const char* call = "weftReduceScatter";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, true, op, recvcount, 1, &es);
+    if (r != weftSuccess) return r;
+    size_t n = static_cast<size_t>(comm->impl->nranks());
+    if (recvcount > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "recvcount * nranks overflows");
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, recvcount)) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, recvcount)) != weftSuccess) return r;
+    if (recvcount == 0) return weftSuccess;
+    size_t bytes = recvcount * es;
+    const char* inPlace = static_cast<const char*>(sendbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
+    if (recvbuff != inPlace && overlaps(sendbuff, bytes * n, recvbuff, bytes))
+      return argError(call, "recvbuff overlaps sendbuff without being in place (in place is recvbuff == sendbuff + rank * recvcount)");
+    return submit(call, comm, makeOp(weft::CollType::kReduceScatter, sendbuff, recvbuff, recvcount, datatype, op, -1));
+  });
+}
+
+WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                   weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return guarded("weftAlltoAll", [&] {
+    const char* call = "weftAlltoAll";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    if (r != weftSuccess) return r;
+    size_t n = static_cast<size_t>(comm->impl->nranks());
+    if (count > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "count * nranks overflows");
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
+    if (count == 0) return weftSuccess;
+    if (sendbuff != recvbuff && overlaps(sendbuff, count * es * n, recvbuff, count * es * n))
+      return argError(call, "sendbuff and recvbuff overlap without being equal");
+    return submit(call, comm, makeOp(weft::CollType::kAlltoAll, sendbuff, recvbuff, count, datatype, weftSum, -1));
+  });
+}
+
+WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream) {
+  return guarded("weftBarrier", [&] {
+    const char* call = "weftBarrier";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, weftUint8, false, weftSum, 1, 1, &es);
+    if (r != weftSuccess) return r;
+    if (tlsGroupDepth > 0) return argError(call, "weftBarrier cannot be part of a group");
+    (void)stream;
+    unsigned char in = 0, out = 0;
+    return submit(call, comm, makeOp(weft::CollType::kAllReduce, &in, &out, 1, weftUint8, weftMax, -1));
+  });
+}
+
+WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_t datatype, int peer,
+                               weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return guarded("weftSend", [&] {
+    const char* call = "weftSend";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
+    if (count == 0) return weftSuccess;
+    return submit(call, comm, makeOp(weft::CollType::kSend, sendbuff, nullptr, count, datatype, weftSum, peer));
+  });
+}
+
+WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t datatype, int peer, weftComm_t comm,
+                               weftStream_t stream) {
+  (void)stream;
+  return guarded("weftRecv", [&] {
+    const char* call = "weftRecv";
+    size_t es;
+    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
+    if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
+    if (count == 0) return weftSuccess;
+    return submit(call, comm, makeOp(weft::CollType::kRecv, nullptr, recvbuff, count, datatype, weftSum, peer));
+  });
+}
+
+WEFT_API weftResult_t weftGroupStart(void) {
+  ++tlsGroupDepth;
+  return weftSuccess;
+}
+
+WEFT_API weftResult_t weftGroupEnd(void) {
+  return guarded("weftGroupEnd", [&] {
+    if (tlsGroupDepth == 0) return report(weft::invalidUsage("weftGroupEnd without weftGroupStart"), "weftGroupEnd");
+    if (--tlsGroupDepth > 0) return weftSuccess;
+    std::vector<PendingOp> ops;
+    ops.swap(tlsGroupOps);
+    // Per communicator, in posting order.
+    std::vector<weftComm_t> comms;
+    for (auto& p : ops)
+      if (std::find(comms.begin(), comms.end(), p.comm) == comms.end()) comms.push_back(p.comm);
+    weftResult_t result = weftSuccess;
+    for (weftComm_t c : comms) {
+      std::vector<weft::engine::OpDesc> mine;
+      for (auto& p : ops)
+        if (p.comm == c) mine.push_back(p.op);
+      CallGuard guard(c);
+      weft::Status s = guard.busy() ? weft::invalidUsage("another thread is in a call on this communicator")
+                                    : c->impl->runGroup(mine);
+      if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
+    }
+    return result;
   });
 }
 

@@ -29,13 +29,14 @@ bool sameSecret(const unsigned char* a, const unsigned char* b) {
 }  // namespace
 
 Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::atomic<bool>* abort,
-                         std::unique_ptr<Bootstrap>* out) {
+                         uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out) {
   std::unique_ptr<Bootstrap> b(new Bootstrap());
   b->rank_ = rank;
   b->nranks_ = nranks;
   b->abort_ = abort;
   std::memcpy(b->secret_, id.secret, kSecretBytes);
-  uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
+  const uint64_t timeoutMs = initTimeoutMs;
+  b->initTimeoutMs_ = initTimeoutMs;
   // The root's verdict (naming missing ranks) comes at its own timeout; wait a little longer.
   uint64_t deadline = nowNs() + (timeoutMs + 1500) * kMsPerNs;
 
@@ -273,9 +274,8 @@ Status Bootstrap::connection(int peer, int* fd, std::mutex** mu) {
   *mu = &o->mu;
   o->mu.lock();
   if (o->fd < 0) {
-    uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
     int f = -1;
-    Status s = net::connectTo(peers_[static_cast<size_t>(peer)].addr, nowNs() + timeoutMs * kMsPerNs, abort_, &f);
+    Status s = net::connectTo(peers_[static_cast<size_t>(peer)].addr, nowNs() + initTimeoutMs_ * kMsPerNs, abort_, &f);
     if (s) {
       PeerHelloBody ph{};
       std::memcpy(ph.secret, secret_, kSecretBytes);

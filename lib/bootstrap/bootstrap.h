@@ -31,8 +31,10 @@ struct PeerInfo {
 class Bootstrap {
  public:
   // Joins the rendezvous named by id. abort (may be null) stops every wait when it becomes true.
+  // initTimeoutMs bounds the rendezvous and later connection attempts (WEFT_INIT_TIMEOUT_MS or a
+  // config's override).
   static Status create(const UniqueId& id, int nranks, int rank, const std::atomic<bool>* abort,
-                       std::unique_ptr<Bootstrap>* out);
+                       uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out);
   ~Bootstrap();
   Bootstrap(const Bootstrap&) = delete;
   Bootstrap& operator=(const Bootstrap&) = delete;
@@ -100,6 +102,7 @@ class Bootstrap {
   std::mutex bgMu_;
   std::vector<std::thread> background_;
   uint64_t gatherSeq_ = 0;
+  uint64_t initTimeoutMs_ = 0;
 };
 
 }  // namespace weft::bootstrap

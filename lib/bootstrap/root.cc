@@ -1,5 +1,6 @@
 #include "lib/bootstrap/root.h"
 
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -151,6 +152,20 @@ class Root {
 
 }  // namespace
 
+namespace {
+Status launchRoot(int fd, const UniqueId& id, const std::string& where) {
+  uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
+  WEFT_INFO(BOOT, "rendezvous root listening on %s", where.c_str());
+  try {
+    std::thread([fd, idCopy = id, timeoutMs] { Root(fd, idCopy, timeoutMs).run(); }).detach();
+  } catch (const std::exception& e) {
+    close(fd);
+    return systemError(std::string("cannot start the rendezvous thread: ") + e.what());
+  }
+  return Status::ok();
+}
+}  // namespace
+
 Status startRoot(UniqueId* id) {
   std::vector<net::Interface> ifs;
   WEFT_TRY(net::chooseInterfaces(&ifs));
@@ -159,17 +174,32 @@ Status startRoot(UniqueId* id) {
   WEFT_TRY(net::listenOn(ifs[0].addr, &fd, &bound));
   id->protocol = kProtocolVersion;
   id->libraryVersion = static_cast<uint32_t>(kLibraryVersion);
-  WEFT_TRY(randomBytes(id->secret, kSecretBytes));
-  id->root = bound;
-  uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
-  WEFT_INFO(BOOT, "rendezvous root listening on %s (%s)", bound.str().c_str(), ifs[0].name.c_str());
-  try {
-    std::thread([fd, idCopy = *id, timeoutMs] { Root(fd, idCopy, timeoutMs).run(); }).detach();
-  } catch (const std::exception& e) {
+  Status s = randomBytes(id->secret, kSecretBytes);
+  if (!s) {
     close(fd);
-    return systemError(std::string("cannot start the rendezvous thread: ") + e.what());
+    return s;
   }
-  return Status::ok();
+  id->root = bound;
+  return launchRoot(fd, *id, bound.str() + " (" + ifs[0].name + ")");
+}
+
+Status startRootAt(const net::SockAddr& at, const unsigned char secret[kSecretBytes], UniqueId* id) {
+  int fd = -1;
+  net::SockAddr bound;
+  Status s = net::listenOn(at, &fd, &bound);
+  if (!s) {
+    // Not an address of this host (a name that resolves elsewhere, NAT): listen on the port everywhere.
+    net::SockAddr any = at;
+    if (any.family() == AF_INET) reinterpret_cast<sockaddr_in*>(&any.ss)->sin_addr.s_addr = htonl(INADDR_ANY);
+    else reinterpret_cast<sockaddr_in6*>(&any.ss)->sin6_addr = in6addr_any;
+    Status s2 = net::listenOn(any, &fd, &bound);
+    if (!s2) return s2.withContext("cannot serve the rendezvous at " + at.str());
+  }
+  id->protocol = kProtocolVersion;
+  id->libraryVersion = static_cast<uint32_t>(kLibraryVersion);
+  std::memcpy(id->secret, secret, kSecretBytes);
+  id->root = at;
+  return launchRoot(fd, *id, bound.str());
 }
 
 }  // namespace weft::bootstrap

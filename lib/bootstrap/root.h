@@ -12,4 +12,8 @@ namespace weft::bootstrap {
 // Listens on the chosen interface, draws a random secret, fills *id and starts the root thread.
 Status startRoot(UniqueId* id);
 
+// The root of a launcher-provided rendezvous: listens on `at` (or on every address with that port
+// when `at` is not an address of this host) with the given secret.
+Status startRootAt(const net::SockAddr& at, const unsigned char secret[kSecretBytes], UniqueId* id);
+
 }  // namespace weft::bootstrap

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "collectives/reduce/reduce.h"
+#include "lib/bootstrap/root.h"
 #include "lib/core/config.h"
 #include "lib/core/log.h"
 #include "lib/core/util.h"
@@ -43,10 +44,15 @@ std::string describeOp(const OpHeader& h) {
 }
 }  // namespace
 
-Status loadEngineConfig(EngineConfig* out) {
+Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
   WEFT_TRY(config::validate());
   int64_t v;
+  WEFT_TRY(config::parseInt("WEFT_INIT_TIMEOUT_MS", &v));
+  if (opts.initTimeoutMs >= 0) v = opts.initTimeoutMs;
+  if (v <= 0) return invalidArgument("WEFT_INIT_TIMEOUT_MS (or the config's initTimeoutMs) must be positive");
+  out->initTimeoutMs = static_cast<uint64_t>(v);
   WEFT_TRY(config::parseInt("WEFT_TIMEOUT_MS", &v));
+  if (opts.timeoutMs >= 0) v = opts.timeoutMs;
   if (v < 0) return invalidArgument("WEFT_TIMEOUT_MS must not be negative (0 disables the timeout)");
   out->timeoutMs = static_cast<uint64_t>(v);
   WEFT_TRY(config::parseInt("WEFT_SPIN_US", &v));
@@ -55,6 +61,7 @@ Status loadEngineConfig(EngineConfig* out) {
   if (v < 2 || v > 64) return invalidArgument("WEFT_NSLOTS=" + std::to_string(v) + " is out of range: use 2 to 64");
   out->nslots = static_cast<int>(v);
   WEFT_TRY(config::parseInt("WEFT_BUFFSIZE", &v));
+  if (opts.buffSize >= 0) v = opts.buffSize;
   if (v < 4096 * out->nslots || v > (int64_t{1} << 32))
     return invalidArgument("WEFT_BUFFSIZE=" + std::to_string(v) + " is out of range: use at least 4096 bytes per slot (WEFT_NSLOTS=" +
                            std::to_string(out->nslots) + ") and at most 4 GiB");
@@ -70,24 +77,27 @@ Status loadEngineConfig(EngineConfig* out) {
   return Status::ok();
 }
 
-Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank, std::unique_ptr<Communicator>* out) {
+Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank, const CommOptions& opts,
+                            std::unique_ptr<Communicator>* out) {
   std::unique_ptr<Communicator> c(new Communicator());
   c->rank_ = rank;
   c->nranks_ = nranks;
-  WEFT_TRY(loadEngineConfig(&c->cfg_));
+  c->opts_ = opts;
+  WEFT_TRY(loadEngineConfig(opts, &c->cfg_));
   bool socketAllowed = c->cfg_.transports.empty() ||
                        std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "socket") != c->cfg_.transports.end();
   if (!socketAllowed)
     return invalidArgument("WEFT_TRANSPORTS excludes every transport available between these ranks (available: socket)");
-  WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, &c->bootstrap_));
+  WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, c->cfg_.initTimeoutMs, &c->bootstrap_));
   Status s;
   c->transport_ = transport::createSocketTransport(&s);
   if (!s) return s.withContext("starting the socket transport");
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
   for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
-  WEFT_INFO(INIT, "rank %d/%d ready: transport socket (%s), %d slots of %zu bytes per channel", rank, nranks,
-            c->transport_->device(0).name.c_str(), c->cfg_.nslots, c->slotBytes_);
+  WEFT_INFO(INIT, "%s%srank %d/%d ready: transport socket (%s), %d slots of %zu bytes per channel",
+            opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_->device(0).name.c_str(),
+            c->cfg_.nslots, c->slotBytes_);
   *out = std::move(c);
   return Status::ok();
 }
@@ -96,6 +106,55 @@ Communicator::~Communicator() {
   send_.clear();
   recv_.clear();
   bootstrap_.reset();  // says goodbye to the peers
+}
+
+Status Communicator::split(int color, int key, const CommOptions* opts, std::unique_ptr<Communicator>* out) {
+  out->reset();
+  {
+    std::lock_guard<std::mutex> g(errMu_);
+    if (!sticky_.isOk()) return sticky_;
+  }
+  struct Entry {
+    int32_t color, key, rank;
+  };
+  std::vector<Entry> all(static_cast<size_t>(nranks_));
+  all[static_cast<size_t>(rank_)] = {color, key, rank_};
+  uint64_t deadline = nowNs() + cfg_.initTimeoutMs * kNsPerMs;
+  Status s = bootstrap_->allGather(all.data(), sizeof(Entry), deadline);
+  if (!s) return fail(s.withContext("weftCommSplit"));
+  const uint64_t tag = (uint64_t{1} << 41) | ++splitSeq_;
+  if (color < 0) return Status::ok();
+  std::vector<Entry> group;
+  for (const Entry& e : all)
+    if (e.color == color) group.push_back(e);
+  std::stable_sort(group.begin(), group.end(),
+                   [](const Entry& a, const Entry& b) { return a.key != b.key ? a.key < b.key : a.rank < b.rank; });
+  int newRank = 0;
+  while (group[static_cast<size_t>(newRank)].rank != rank_) ++newRank;
+  const int newN = static_cast<int>(group.size());
+  // The group's first member serves a fresh rendezvous and hands its id to the others.
+  bootstrap::UniqueId id;
+  unsigned char bytes[bootstrap::kUniqueIdBytes];
+  if (newRank == 0) {
+    s = bootstrap::startRoot(&id);
+    if (s) {
+      bootstrap::encodeUniqueId(id, bytes);
+      for (int i = 1; i < newN && s; ++i) s = bootstrap_->send(group[static_cast<size_t>(i)].rank, tag, bytes, sizeof bytes);
+    }
+  } else {
+    std::vector<char> got;
+    s = bootstrap_->recv(group[0].rank, tag, &got, deadline);
+    if (s && got.size() != sizeof bytes) s = invalidUsage("malformed split id");
+    if (s) {
+      std::memcpy(bytes, got.data(), sizeof bytes);
+      s = bootstrap::decodeUniqueId(bytes, &id);
+    }
+  }
+  if (!s) return fail(s.withContext("weftCommSplit"));
+  CommOptions o = opts ? *opts : opts_;
+  s = create(id, newN, newRank, o, out);
+  if (!s) return s.withContext("weftCommSplit (color " + std::to_string(color) + ")");
+  return Status::ok();
 }
 
 void Communicator::requestAbort() {
@@ -160,8 +219,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
   for (auto& p : recvPeers)
     if (!recv_.count(p)) needRecv.push_back(p);
   if (needSend.empty() && needRecv.empty()) return Status::ok();
-  uint64_t timeoutMs = static_cast<uint64_t>(config::getInt("WEFT_INIT_TIMEOUT_MS"));
-  uint64_t deadline = nowNs() + timeoutMs * kNsPerMs;
+  uint64_t deadline = nowNs() + cfg_.initTimeoutMs * kNsPerMs;
 
   struct PendingRecv {
     coll::PeerChannel pc;

@@ -34,6 +34,7 @@ struct OpDesc {
 };
 
 struct EngineConfig {
+  uint64_t initTimeoutMs = 0;
   uint64_t timeoutMs = 0;  // without progress; 0 = none
   uint64_t spinUs = 0;
   size_t buffSize = 0;
@@ -41,11 +42,23 @@ struct EngineConfig {
   plan::TunerConfig tuner;
   std::vector<std::string> transports;  // allowed; empty = all
 };
-Status loadEngineConfig(EngineConfig* out);
+// Per-communicator overrides of the environment (weftConfig_t); negative = not set.
+struct CommOptions {
+  int64_t initTimeoutMs = -1;
+  int64_t timeoutMs = -1;
+  int64_t buffSize = -1;
+  std::string name;
+};
+
+Status loadEngineConfig(const CommOptions& opts, EngineConfig* out);
 
 class Communicator {
  public:
-  static Status create(const bootstrap::UniqueId& id, int nranks, int rank, std::unique_ptr<Communicator>* out);
+  static Status create(const bootstrap::UniqueId& id, int nranks, int rank, const CommOptions& opts,
+                       std::unique_ptr<Communicator>* out);
+  // Collective: ranks with the same color form a new communicator ordered by (key, rank);
+  // color < 0 gives *out == nullptr. opts == nullptr inherits this communicator's options.
+  Status split(int color, int key, const CommOptions* opts, std::unique_ptr<Communicator>* out);
   ~Communicator();
 
   int rank() const { return rank_; }
@@ -82,6 +95,8 @@ class Communicator {
   int rank_ = 0;
   int nranks_ = 0;
   EngineConfig cfg_;
+  CommOptions opts_;
+  uint64_t splitSeq_ = 0;
   std::atomic<bool> abort_{false};
   std::unique_ptr<bootstrap::Bootstrap> bootstrap_;
   std::unique_ptr<transport::MessagingTransport> transport_;

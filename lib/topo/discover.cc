@@ -377,7 +377,7 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
     if (!hca.accepts(p.device, p.port))
       why.push_back(hca.excludeMode() ? "excluded by WEFT_IB_HCA=" + hca.spec()
                                       : "not selected by WEFT_IB_HCA=" + hca.spec());
-    if (p.state != PortState::kActive)
+    if (p.state != PortState::kActive && p.state != PortState::kActiveDefer)
       why.push_back(std::string("port is ") + portStateName(p.state) +
                     " (not ACTIVE); check the cable and the switch port, or exclude it with "
                     "WEFT_IB_HCA=^" + p.device);
@@ -410,7 +410,8 @@ Status discoverNode(const DiscoveryOptions& options, NodeTopology* out) {
       }
     }
     // A port that would be used but has no GID is worth a warning; the reason names the fix.
-    if (p.gidIndex < 0 && !far && p.state == PortState::kActive && hca.accepts(p.device, p.port))
+    if (p.gidIndex < 0 && !far && (p.state == PortState::kActive || p.state == PortState::kActiveDefer) &&
+        hca.accepts(p.device, p.port))
       WEFT_WARN(TOPO, "%s (%s): %s", portName(p).c_str(), p.pciBusId.c_str(), p.gidReason.c_str());
     if (!why.empty()) {
       p.excluded = true;

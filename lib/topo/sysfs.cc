@@ -296,7 +296,7 @@ Status readSysfsPorts(const std::string& root, std::vector<SysfsPort>* ports,
     }
     std::vector<std::string> portNames;
     for (const std::string& p : listDir(devDir + "/ports"))
-      if (isNumber(p)) portNames.push_back(p);
+      if (isNumber(p) && std::atoi(p.c_str()) >= 1 && std::atoi(p.c_str()) <= 255) portNames.push_back(p);
     std::sort(portNames.begin(), portNames.end(),
               [](const std::string& a, const std::string& b) { return std::atoi(a.c_str()) < std::atoi(b.c_str()); });
     if (portNames.size() > kMaxPorts) portNames.resize(kMaxPorts);
