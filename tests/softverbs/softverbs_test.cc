@@ -907,6 +907,35 @@ TEST(DataPath, SendQueueSlotsFreedOnlyByPolledSignaledCompletion) {
   EXPECT_EQ(bad, &wr);
 }
 
+TEST(DataPath, ReadsBeyondMaxRdAtomicWaitTheirTurn) {
+  Dev d;
+  Q a(d), b(d);
+  Opts o;
+  o.maxRd = 1;
+  Endpoint ea = a.ep(d, nullptr, 1), eb = b.ep(d, nullptr, 2);
+  ASSERT_EQ(connect(a.qp, eb, 1, o), 0);
+  ASSERT_EQ(connect(b.qp, ea, 2, o), 0);
+  Buf src(d.pd, 8 * 512), dst(d.pd, 8 * 512);
+  fillPattern(src.p(), 8 * 512, 12);
+  for (int i = 0; i < 8; ++i)
+    ASSERT_EQ(postSend(a.qp, i % 2 ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE, uint64_t(i),
+                       (i % 2 ? dst.p() : src.p()) + i * 512, 512,
+                       i % 2 ? dst.mr->lkey : src.mr->lkey, IBV_SEND_SIGNALED,
+                       (i % 2 ? src.a() : dst.a()) + uint64_t(i) * 512,
+                       i % 2 ? src.mr->rkey : dst.mr->rkey),
+              0);
+  for (int i = 0; i < 8; ++i) {
+    ibv_wc wc;
+    ASSERT_EQ(pollOne(a.cq, &wc), 1);
+    EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+    EXPECT_EQ(wc.wr_id, uint64_t(i));
+  }
+  for (int i = 0; i < 8; ++i) {
+    const char* want = src.p() + i * 512;
+    EXPECT_EQ(memcmp(dst.p() + i * 512, want, 512), 0) << i;
+  }
+}
+
 TEST(DataPath, CompletionsInOrderPerQpIndependentAcrossQps) {
   Peer child([](int) {
     setenv("SOFTVERBS_DELAY_US", "2000", 1);

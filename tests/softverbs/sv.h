@@ -167,6 +167,7 @@ struct Qp {
   uint64_t postSeq = 0, freedSeq = 0;  // send-queue slots in use = postSeq - freedSeq
   uint32_t rqUsed = 0;                 // receive slots in use (posted, not yet polled)
   size_t sentCount = 0;  // sq[0, sentCount) are transmitted and unanswered, the rest queued
+  int readsInFlight = 0;  // RDMA READs among them (at most max_rd_atomic)
   uint32_t nextPsn = 0;
   uint32_t epoch = 1;
   int64_t lastNotBefore = 0;

@@ -365,6 +365,7 @@ void recvCqe(Qp* qp, const RecvWqe& r, ibv_wc_status status, ibv_wc_opcode op, u
 
 void popDone(Qp* qp) {
   while (!qp->sq.empty() && qp->sq.front().st == SendWqe::kDone) {
+    if (qp->sq.front().opcode == IBV_WR_RDMA_READ && qp->readsInFlight) --qp->readsInFlight;
     qp->sq.pop_front();
     if (qp->sentCount) --qp->sentCount;
   }
@@ -394,6 +395,7 @@ int64_t rnrDelayNs(int timer) {
 void rewind(Qp* qp, int64_t t) {
   qp->epoch++;
   qp->sentCount = 0;
+  qp->readsInFlight = 0;
   for (SendWqe& w : qp->sq) {
     if (w.st == SendWqe::kSent) w.st = SendWqe::kQueued;
     w.lost = false;
@@ -463,6 +465,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
   }
   w.st = SendWqe::kSent;
   ++qp->sentCount;
+  if (w.opcode == IBV_WR_RDMA_READ) ++qp->readsInFlight;
   w.lost = false;
   w.deadline = now + ackTimeoutNs(qp->timeout);
   if (pid <= 0 || !sendTo(pid, std::move(msg))) w.lost = true;
@@ -489,6 +492,7 @@ void flushQp(Qp* qp) {
     if (w.st != SendWqe::kDone) sendCqe(qp, w, IBV_WC_WR_FLUSH_ERR);
   qp->sq.clear();
   qp->sentCount = 0;
+  qp->readsInFlight = 0;
   for (RecvWqe& r : qp->rq) recvCqe(qp, r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, nullptr);
   qp->rq.clear();
 }
@@ -510,6 +514,8 @@ int64_t processRequester(Qp* qp, int64_t now) {
   for (size_t i = qp->sentCount; i < qp->sq.size(); ++i) {
     SendWqe& w = qp->sq[i];
     if (st == IBV_QPS_SQD) break;
+    // Like hardware, at most max_rd_atomic READs are outstanding; later WRs wait behind them.
+    if (w.opcode == IBV_WR_RDMA_READ && qp->maxRd >= 1 && qp->readsInFlight >= qp->maxRd) break;
     if (w.notBefore > now) {
       next = std::min(next, w.notBefore);
       break;

@@ -537,6 +537,7 @@ void resetQpLocked(Qp* qp) {
   qp->rq.clear();
   qp->postSeq = qp->freedSeq = 0;
   qp->sentCount = 0;
+  qp->readsInFlight = 0;
   qp->rqUsed = 0;
   qp->epoch++;
   qp->peerPid = 0;
