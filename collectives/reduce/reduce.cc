@@ -7,10 +7,16 @@
 // indexed by [type][op]. SIMD variants later provide their own tables; activeKernels() picks one.
 #include "collectives/reduce/reduce.h"
 
+#include <atomic>
 #include <bit>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <type_traits>
+
+#include "lib/core/config.h"
+#include "lib/core/log.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -401,12 +407,116 @@ constexpr detail::KernelTable makeScalarTable() {
 
 constinit const detail::KernelTable kScalarKernels = makeScalarTable();
 
+// ---------------------------------------------------------------------------------------------
+// Run-time choice of the table.
+
+bool cpuHas(Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::kPortable: return true;
+    // (__builtin_cpu_supports also checks that the OS saves the YMM / ZMM state.)
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("f16c");
+  }
+  return false;
+#else
+  return isa == Isa::kPortable;
+#endif
+}
+
+const detail::KernelTable* builtTable(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return &kScalarKernels;
+    case Isa::kAvx2: return detail::avx2Kernels();
+    case Isa::kAvx512: return detail::avx512Kernels();
+  }
+  return nullptr;
+}
+
+Isa bestSupported(Isa atMost) {
+  for (int i = static_cast<int>(atMost); i > 0; --i) {
+    if (isaSupported(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Isa::kPortable;
+}
+
+struct Choice {
+  Isa isa;
+  const detail::KernelTable* table;
+};
+
+// Set by setIsaForTesting(); otherwise the first call's choice (WEFT_CPU_ISA, CPUID) holds.
+std::atomic<const Choice*> gForced{nullptr};
+constinit Choice gForcedChoices[kNumIsas] = {};
+
+const Choice& currentChoice() {
+  if (const Choice* forced = gForced.load(std::memory_order_acquire)) return *forced;
+  static const Choice chosen = [] {
+    const std::string request = config::getString("WEFT_CPU_ISA");
+    const Isa isa = detail::resolveIsa(request.c_str());
+    WEFT_INFO(COLL, "reduction kernels: %s (WEFT_CPU_ISA=%s)", isaName(isa),
+              request.empty() ? "(unset)" : request.c_str());
+    return Choice{isa, builtTable(isa)};
+  }();
+  return chosen;
+}
+
 }  // namespace
+
+const char* isaName(Isa isa) {
+  switch (isa) {
+    case Isa::kPortable: return "portable";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool isaSupported(Isa isa) {
+  const int i = static_cast<int>(isa);
+  if (i < 0 || i >= kNumIsas) return false;
+  return builtTable(isa) != nullptr && cpuHas(isa);
+}
+
+Isa activeIsa() { return currentChoice().isa; }
+
+bool setIsaForTesting(Isa isa) {
+  if (!isaSupported(isa)) return false;
+  Choice& c = gForcedChoices[static_cast<int>(isa)];
+  c = Choice{isa, builtTable(isa)};
+  gForced.store(&c, std::memory_order_release);
+  return true;
+}
 
 namespace detail {
 const KernelTable& scalarKernels() { return kScalarKernels; }
-// One table today; a CPU-feature check picks an AVX2/AVX-512 table here later.
-const KernelTable& activeKernels() { return kScalarKernels; }
+const KernelTable& activeKernels() { return *currentChoice().table; }
+const KernelTable* kernelsFor(Isa isa) { return isaSupported(isa) ? builtTable(isa) : nullptr; }
+
+Isa resolveIsa(const char* request) {
+  std::string r;
+  for (const char* p = request; p != nullptr && *p != '\0'; ++p) {
+    if (*p != ' ') r += static_cast<char>(std::tolower(static_cast<unsigned char>(*p)));
+  }
+  const Isa best = bestSupported(Isa::kAvx512);
+  if (r.empty() || r == "auto") return best;
+  for (int i = 0; i < kNumIsas; ++i) {
+    const Isa want = static_cast<Isa>(i);
+    if (r != isaName(want)) continue;
+    if (isaSupported(want)) return want;
+    const Isa fallback = bestSupported(want);
+    WEFT_WARN(ENV, "WEFT_CPU_ISA=%s: this CPU (or build) does not support %s; using %s instead", request,
+              isaName(want), isaName(fallback));
+    return fallback;
+  }
+  WEFT_WARN(ENV, "WEFT_CPU_ISA=%s is not one of portable, avx2, avx512; ignoring it (using %s)", request,
+            isaName(best));
+  return best;
+}
 }  // namespace detail
 
 void reduce(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count) {
@@ -421,6 +531,7 @@ void reduce(DataType type, RedOp op, void* dst, const void* a, const void* b, si
 void divide(DataType type, void* dst, const void* src, size_t count, int n) {
   const int t = static_cast<int>(type);
   if (t < 0 || t >= kNumDataTypes) fatal("invalid data type", t);
+  if (n < 1) fatal("divide by rank count", n);  // (the SIMD kernels assume n >= 1)
   const DefaultFpEnv env;
   detail::activeKernels().divide[t](dst, src, count, n);
 }

@@ -48,6 +48,23 @@ uint8_t floatToE4m3(float f);
 float e5m2ToFloat(uint8_t v);
 uint8_t floatToE5m2(float f);
 
+// ---- CPU instruction set of the kernels. Every level gives bitwise the same results; the fastest
+// one the CPU supports is chosen at the first call (CPUID), unless WEFT_CPU_ISA names a level:
+// portable (the scalar reference), avx2 (AVX2 + F16C) or avx512 (AVX-512 F/BW/VL). A level the CPU
+// (or this build) does not support is not an error: a WARN line says so and the best supported
+// level below it is used. An unknown value likewise warns and chooses automatically.
+enum class Isa : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
+inline constexpr int kNumIsas = 3;
+
+const char* isaName(Isa isa);  // "portable", "avx2", "avx512"
+// Built into this library and supported by this CPU and OS.
+bool isaSupported(Isa isa);
+// The level reduce() and divide() use (makes the first-call choice if not made yet).
+Isa activeIsa();
+// Tests and benchmarks: use `isa` from now on, for every thread. Returns false and changes nothing
+// if it is not supported. Not meant to race with running reductions.
+bool setIsaForTesting(Isa isa);
+
 // ---- Internal: the kernel table, so that SIMD variants can be added and dispatched at startup and
 // tested against the scalar reference. Not for use outside collectives/ and tests.
 namespace detail {
@@ -66,6 +83,15 @@ struct KernelTable {
 const KernelTable& scalarKernels();
 // The table reduce()/divide() use.
 const KernelTable& activeKernels();
+// The table of a level, or nullptr if that level is not supported here (see isaSupported).
+const KernelTable* kernelsFor(Isa isa);
+// The level WEFT_CPU_ISA's value `request` selects on this CPU (the rules above; warns as they say).
+Isa resolveIsa(const char* request);
+
+// Defined by reduce_avx2.cc / reduce_avx512.cc: nullptr where not built (not x86-64). They do not
+// check the CPU; kernelsFor() does.
+const KernelTable* avx2Kernels();
+const KernelTable* avx512Kernels();
 
 }  // namespace detail
 }  // namespace weft::reduce

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "collectives/reduce/reduce.h"
+#include "lib/core/config.h"
 #include "lib/core/types.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -588,7 +590,26 @@ uint64_t divideOne(DataType t, uint64_t a, int n) {
   return d & mask(t);
 }
 
-TEST(Reduce, EveryTypeOpCountOffsetAlias) {
+// The reduce and divide tests run once per instruction-set level (forced through
+// setIsaForTesting), each against the independent reference: a level this CPU lacks is skipped.
+class IsaLevel : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    saved_ = activeIsa();
+    if (!isaSupported(GetParam())) GTEST_SKIP() << isaName(GetParam()) << " is not supported on this CPU";
+    ASSERT_TRUE(setIsaForTesting(GetParam()));
+    ASSERT_EQ(activeIsa(), GetParam());
+  }
+  void TearDown() override { setIsaForTesting(saved_); }
+  Isa saved_ = Isa::kPortable;
+};
+class Reduce : public IsaLevel {};
+class Divide : public IsaLevel {};
+
+std::string isaParamName(const ::testing::TestParamInfo<Isa>& info) { return isaName(info.param); }
+const Isa kAllIsas[] = {Isa::kPortable, Isa::kAvx2, Isa::kAvx512};
+
+TEST_P(Reduce, EveryTypeOpCountOffsetAlias) {
   std::mt19937_64 rng(777);
   for (DataType t : kAllTypes) {
     for (RedOp op : kAllOps) {
@@ -609,7 +630,7 @@ TEST(Reduce, EveryTypeOpCountOffsetAlias) {
   }
 }
 
-TEST(Reduce, ManyRandomElements) {
+TEST_P(Reduce, ManyRandomElements) {
   std::mt19937_64 rng(4242);
   for (DataType t : kAllTypes) {
     for (RedOp op : kAllOps) {
@@ -626,7 +647,7 @@ TEST(Reduce, ManyRandomElements) {
 }
 
 // Narrow types: every pair of values of the 8-bit formats, every op.
-TEST(Reduce, Fp8AllPairs) {
+TEST_P(Reduce, Fp8AllPairs) {
   for (DataType t : {DataType::kFloat8e4m3, DataType::kFloat8e5m2}) {
     std::vector<uint64_t> av, bv;
     for (uint64_t x = 0; x < 256; ++x) {
@@ -642,7 +663,7 @@ TEST(Reduce, Fp8AllPairs) {
   }
 }
 
-TEST(Reduce, IntegerWrapAround) {
+TEST_P(Reduce, IntegerWrapAround) {
   EXPECT_EQ(reduceOne(DataType::kInt8, RedOp::kSum, 0x7f, 0x01), 0x80u);  // 127 + 1 = -128
   EXPECT_EQ(reduceOne(DataType::kInt8, RedOp::kSum, 0x80, 0xff), 0x7fu);  // -128 + -1 = 127
   EXPECT_EQ(reduceOne(DataType::kUint8, RedOp::kSum, 0xff, 0x01), 0x00u);
@@ -661,7 +682,7 @@ TEST(Reduce, IntegerWrapAround) {
   EXPECT_EQ(reduceOne(DataType::kInt64, RedOp::kAvg, 0x7fffffffffffffffull, 1), 0x8000000000000000ull);
 }
 
-TEST(Reduce, SignedVersusUnsignedMaxMin) {
+TEST_P(Reduce, SignedVersusUnsignedMaxMin) {
   EXPECT_EQ(reduceOne(DataType::kInt8, RedOp::kMax, 0xff, 0x01), 0x01u);  // max(-1, 1)
   EXPECT_EQ(reduceOne(DataType::kInt8, RedOp::kMin, 0xff, 0x01), 0xffu);
   EXPECT_EQ(reduceOne(DataType::kUint8, RedOp::kMax, 0xff, 0x01), 0xffu);
@@ -691,7 +712,7 @@ const FloatPatterns kFloatPatterns[] = {
     {DataType::kFloat8e5m2, 0x7e, 0x3c, 0xfc, 0x00, 0x80},
 };
 
-TEST(Reduce, MaxMinPropagateNaNInEitherPosition) {
+TEST_P(Reduce, MaxMinPropagateNaNInEitherPosition) {
   for (const FloatPatterns& p : kFloatPatterns) {
     for (RedOp op : {RedOp::kMax, RedOp::kMin}) {
       for (uint64_t other : {p.one, p.negInf, p.zero, p.nan}) {
@@ -709,7 +730,7 @@ TEST(Reduce, MaxMinPropagateNaNInEitherPosition) {
   }
 }
 
-TEST(Reduce, SignedZerosInMaxMinAreOrderIndependent) {
+TEST_P(Reduce, SignedZerosInMaxMinAreOrderIndependent) {
   for (const FloatPatterns& p : kFloatPatterns) {
     EXPECT_EQ(reduceOne(p.t, RedOp::kMax, p.zero, p.negZero), p.zero) << typeName(p.t);
     EXPECT_EQ(reduceOne(p.t, RedOp::kMax, p.negZero, p.zero), p.zero) << typeName(p.t);
@@ -720,7 +741,7 @@ TEST(Reduce, SignedZerosInMaxMinAreOrderIndependent) {
   }
 }
 
-TEST(Reduce, NarrowOverflowAndSaturation) {
+TEST_P(Reduce, NarrowOverflowAndSaturation) {
   EXPECT_EQ(reduceOne(DataType::kFloat16, RedOp::kSum, 0x7bff, 0x7bff), 0x7c00u);  // 65504*2 -> inf
   EXPECT_EQ(reduceOne(DataType::kFloat16, RedOp::kSum, 0x7bff, 0x3c00), 0x7bffu);  // 65505 -> 65504
   EXPECT_EQ(reduceOne(DataType::kBfloat16, RedOp::kProd, 0x7f7f, 0x4000), 0x7f80u);
@@ -734,7 +755,7 @@ TEST(Reduce, NarrowOverflowAndSaturation) {
   EXPECT_TRUE(codeIsNaN(kE5m2, static_cast<uint32_t>(reduceOne(DataType::kFloat8e5m2, RedOp::kSum, 0x7c, 0xfc))));
 }
 
-TEST(Reduce, NarrowRoundingOncePerCall) {
+TEST_P(Reduce, NarrowRoundingOncePerCall) {
   // fp16: 1 + 2^-11 is a tie -> 1; (1 + 2^-10) + 2^-11 is a tie -> 1 + 2^-9.
   EXPECT_EQ(reduceOne(DataType::kFloat16, RedOp::kSum, 0x3c00, 0x1000), 0x3c00u);
   EXPECT_EQ(reduceOne(DataType::kFloat16, RedOp::kSum, 0x3c01, 0x1000), 0x3c02u);
@@ -757,7 +778,7 @@ TEST(Reduce, NarrowRoundingOncePerCall) {
 // A host application may run with flush-to-zero, denormals-are-zero and another rounding mode;
 // the kernels must give the same bits anyway and leave the caller's mode as it was. The
 // conversions must not depend on the mode either.
-TEST(Reduce, IndependentOfCallersFpEnvironment) {
+TEST_P(Reduce, IndependentOfCallersFpEnvironment) {
   const unsigned saved = _mm_getcsr();
   const unsigned hostile = (saved & ~(3u << 13)) | (1u << 15) | (1u << 6) | (3u << 13);  // FTZ DAZ RZ
   _mm_setcsr(hostile);
@@ -810,7 +831,7 @@ void checkDivide(DataType t, const std::vector<uint64_t>& av, int k, size_t offs
   }
 }
 
-TEST(Divide, EveryTypeRandom) {
+TEST_P(Divide, EveryTypeRandom) {
   std::mt19937_64 rng(99);
   for (DataType t : kAllTypes) {
     for (int k : {1, 2, 3, 4, 7, 200, 1000}) {
@@ -828,7 +849,7 @@ TEST(Divide, EveryTypeRandom) {
   }
 }
 
-TEST(Divide, EveryNarrowPattern) {
+TEST_P(Divide, EveryNarrowPattern) {
   for (DataType t : {DataType::kFloat16, DataType::kBfloat16, DataType::kFloat8e4m3, DataType::kFloat8e5m2}) {
     std::vector<uint64_t> av(numCodes(*narrowFormat(t)));
     for (size_t i = 0; i < av.size(); ++i) av[i] = i;
@@ -839,7 +860,7 @@ TEST(Divide, EveryNarrowPattern) {
   }
 }
 
-TEST(Divide, KnownCases) {
+TEST_P(Divide, KnownCases) {
   auto i32 = [](int32_t v) { return static_cast<uint64_t>(static_cast<uint32_t>(v)); };
   EXPECT_EQ(divideOne(DataType::kInt32, i32(-7), 2), i32(-3));  // truncation toward zero
   EXPECT_EQ(divideOne(DataType::kInt32, i32(-7), 4), i32(-1));
@@ -872,6 +893,289 @@ TEST(ReduceTable, ScalarTableIsCompleteAndActive) {
     EXPECT_NE(s.divide[t], nullptr) << t;
   }
   EXPECT_NE(detail::activeKernels().name, nullptr);
+}
+
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, Reduce, ::testing::ValuesIn(kAllIsas), isaParamName);
+INSTANTIATE_TEST_SUITE_P(AllIsas, Divide, ::testing::ValuesIn(kAllIsas), isaParamName);
+
+// ---------------------------------------------------------------------------------------------
+// Every SIMD level's table against the scalar table, element for element (NaN results need only
+// both be NaN: the payload a NaN-NaN sum keeps is not specified), over every tail length, offsets,
+// aliasing, and for the 16-bit formats every code against a set of partners.
+
+std::vector<Isa> supportedSimdIsas() {
+  std::vector<Isa> v;
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (isaSupported(isa)) v.push_back(isa);
+  }
+  return v;
+}
+
+// Runs `fn` of one table on fresh copies of the inputs; returns dst's elements.
+std::vector<uint64_t> runReduce(detail::ReduceFn fn, DataType t, const std::vector<uint64_t>& av,
+                                const std::vector<uint64_t>& bv, size_t offset, Alias alias, bool* guardsOk) {
+  const size_t n = av.size();
+  const size_t es = typeSize(t);
+  Buffer a(es, n, offset), b(es, n, offset), d(es, n, offset);
+  for (size_t i = 0; i < n; ++i) {
+    a.set(i, av[i]);
+    b.set(i, alias == Alias::kAll ? av[i] : bv[i]);
+  }
+  Buffer* dst = &d;
+  if (alias == Alias::kDstIsA || alias == Alias::kAll) dst = &a;
+  if (alias == Alias::kDstIsB) dst = &b;
+  Buffer* second = alias == Alias::kAll ? &a : &b;
+  fn(dst->data(), a.data(), second->data(), n);
+  *guardsOk = a.guardsIntact() && b.guardsIntact() && d.guardsIntact();
+  if (alias == Alias::kNone) {
+    for (size_t i = 0; i < n; ++i) *guardsOk = *guardsOk && a.get(i) == av[i] && b.get(i) == bv[i];
+  }
+  std::vector<uint64_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = dst->get(i);
+  return out;
+}
+
+void compareReduce(Isa isa, DataType t, RedOp op, const std::vector<uint64_t>& av, const std::vector<uint64_t>& bv,
+                   size_t offset, Alias alias) {
+  const int ti = static_cast<int>(t), oi = static_cast<int>(op);
+  bool okSimd = false, okScalar = false;
+  const auto got = runReduce(detail::kernelsFor(isa)->reduce[ti][oi], t, av, bv, offset, alias, &okSimd);
+  const auto want = runReduce(detail::scalarKernels().reduce[ti][oi], t, av, bv, offset, alias, &okScalar);
+  ASSERT_TRUE(okSimd && okScalar) << isaName(isa) << " " << typeName(t) << " " << opName(op) << " n=" << av.size()
+                                  << " " << aliasName(alias) << ": wrote outside dst";
+  for (size_t i = 0; i < av.size(); ++i) {
+    ASSERT_TRUE(sameResult(t, got[i], want[i]))
+        << isaName(isa) << " " << typeName(t) << " " << opName(op) << " n=" << av.size() << " offset=" << offset
+        << " " << aliasName(alias) << " i=" << i << ": " << hex(av[i]) << " op "
+        << hex(alias == Alias::kAll ? av[i] : bv[i]) << " = " << hex(got[i]) << ", scalar " << hex(want[i]);
+  }
+}
+
+TEST(ReduceSimd, MatchesScalarEveryTypeOpTailOffsetAlias) {
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 140; ++n) sizes.push_back(n);
+  for (size_t n : {255, 256, 257, 1000, 4099}) sizes.push_back(n);
+  for (Isa isa : supportedSimdIsas()) {
+    std::mt19937_64 rng(1234);
+    for (DataType t : kAllTypes) {
+      for (RedOp op : kAllOps) {
+        for (size_t n : sizes) {
+          for (size_t offset : {size_t{0}, size_t{1}, size_t{3}}) {
+            for (Alias alias : {Alias::kNone, Alias::kDstIsA, Alias::kDstIsB, Alias::kAll}) {
+              std::vector<uint64_t> av(n), bv(n);
+              for (size_t i = 0; i < n; ++i) {
+                av[i] = randomElem(t, rng);
+                bv[i] = randomElem(t, rng);
+              }
+              compareReduce(isa, t, op, av, bv, offset, alias);
+              if (HasFatalFailure()) return;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(ReduceSimd, Every16BitCodeAgainstPartners) {
+  struct Case {
+    DataType t;
+    std::vector<uint64_t> partners;
+  };
+  const Case cases[] = {
+      // fp16: denormals, +-0, 1, 0.5, 1.5, max, min normal, inf, NaN, a negative
+      {DataType::kFloat16, {0x0000, 0x8000, 0x0001, 0x8001, 0x03ff, 0x0400, 0x3c00, 0x3800, 0x3e00, 0x7bff, 0xfbff,
+                            0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xc500, 0x1000, 0x5bff}},
+      // bf16 the same; products of denormals with 0.5 / 1.5 land on fp32 denormals (ties included)
+      {DataType::kBfloat16, {0x0000, 0x8000, 0x0001, 0x8001, 0x007f, 0x0080, 0x3f80, 0x3f00, 0x3fc0, 0x7f7f, 0xff7f,
+                             0x7f80, 0xff80, 0x7fc0, 0x7f81, 0xc0a0, 0x0d00, 0x4b00}},
+  };
+  for (Isa isa : supportedSimdIsas()) {
+    for (const Case& c : cases) {
+      std::vector<uint64_t> av, bv;
+      for (uint64_t p : c.partners) {
+        for (uint64_t x = 0; x < 65536; ++x) {
+          av.push_back(x);
+          bv.push_back(p);
+        }
+      }
+      for (RedOp op : kAllOps) {
+        compareReduce(isa, c.t, op, av, bv, 0, Alias::kNone);
+        compareReduce(isa, c.t, op, bv, av, 1, Alias::kNone);  // partner first
+        if (HasFatalFailure()) return;
+      }
+      compareReduce(isa, c.t, RedOp::kSum, av, av, 0, Alias::kAll);
+      compareReduce(isa, c.t, RedOp::kMax, av, av, 0, Alias::kAll);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+TEST(ReduceSimd, Fp8AllPairsMatchScalar) {
+  for (Isa isa : supportedSimdIsas()) {
+    for (DataType t : {DataType::kFloat8e4m3, DataType::kFloat8e5m2}) {
+      std::vector<uint64_t> av, bv;
+      for (uint64_t x = 0; x < 256; ++x) {
+        for (uint64_t y = 0; y < 256; ++y) {
+          av.push_back(x);
+          bv.push_back(y);
+        }
+      }
+      for (RedOp op : kAllOps) {
+        compareReduce(isa, t, op, av, bv, 1, Alias::kNone);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+std::vector<uint64_t> runDivide(detail::DivideFn fn, DataType t, const std::vector<uint64_t>& av, int k,
+                                size_t offset, bool inPlace, bool* guardsOk) {
+  const size_t n = av.size();
+  const size_t es = typeSize(t);
+  Buffer s(es, n, offset), d(es, n, offset);
+  for (size_t i = 0; i < n; ++i) s.set(i, av[i]);
+  Buffer* dst = inPlace ? &s : &d;
+  fn(dst->data(), s.data(), n, k);
+  *guardsOk = s.guardsIntact() && d.guardsIntact();
+  std::vector<uint64_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = dst->get(i);
+  return out;
+}
+
+TEST(ReduceSimd, DivideMatchesScalar) {
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 70; ++n) sizes.push_back(n);
+  sizes.push_back(1029);
+  const int ks[] = {1, 2, 3, 7, 128, 200, 255, 256, 1000, 65537, (1 << 24) + 1, 2147483647};
+  for (Isa isa : supportedSimdIsas()) {
+    std::mt19937_64 rng(55);
+    for (DataType t : kAllTypes) {
+      const int ti = static_cast<int>(t);
+      for (int k : ks) {
+        for (size_t n : sizes) {
+          for (size_t offset : {size_t{0}, size_t{1}}) {
+            for (bool inPlace : {false, true}) {
+              std::vector<uint64_t> av(n);
+              for (auto& v : av) v = randomElem(t, rng);
+              bool okSimd = false, okScalar = false;
+              const auto got = runDivide(detail::kernelsFor(isa)->divide[ti], t, av, k, offset, inPlace, &okSimd);
+              const auto want = runDivide(detail::scalarKernels().divide[ti], t, av, k, offset, inPlace, &okScalar);
+              ASSERT_TRUE(okSimd && okScalar) << isaName(isa) << " " << typeName(t) << " divide wrote outside";
+              for (size_t i = 0; i < n; ++i) {
+                ASSERT_TRUE(sameResult(t, got[i], want[i]))
+                    << isaName(isa) << " " << typeName(t) << " n=" << n << " offset=" << offset
+                    << (inPlace ? " in place" : "") << " i=" << i << ": " << hex(av[i]) << " / " << k << " = "
+                    << hex(got[i]) << ", scalar " << hex(want[i]);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Integer divide through floating point: the extremes of every 8- and 32-bit type.
+TEST(ReduceSimd, IntegerDivideExtremes) {
+  for (Isa isa : supportedSimdIsas()) {
+    for (DataType t : {DataType::kInt8, DataType::kUint8, DataType::kInt32, DataType::kUint32}) {
+      const uint64_t m = mask(t);
+      std::vector<uint64_t> av;
+      for (uint64_t v : {uint64_t{0}, uint64_t{1}, m, m - 1, m >> 1, (m >> 1) + 1, (m >> 1) - 1, (m >> 1) + 2}) av.push_back(v);
+      for (int k = 1; k <= 300; ++k) {
+        for (int kk : {k, 2147483647 - k, (1 << 24) - 150 + k}) {
+          bool guardsOk = false;
+          const auto got = runDivide(detail::kernelsFor(isa)->divide[static_cast<int>(t)], t, av, kk, 0, false, &guardsOk);
+          ASSERT_TRUE(guardsOk);
+          for (size_t i = 0; i < av.size(); ++i) {
+            ASSERT_EQ(got[i], refDivide(t, av[i], kk)) << isaName(isa) << " " << typeName(t) << " " << hex(av[i]) << " / " << kk;
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Choosing the level.
+
+TEST(ReduceIsaChoice, NamesAndSupport) {
+  EXPECT_STREQ(isaName(Isa::kPortable), "portable");
+  EXPECT_STREQ(isaName(Isa::kAvx2), "avx2");
+  EXPECT_STREQ(isaName(Isa::kAvx512), "avx512");
+  EXPECT_TRUE(isaSupported(Isa::kPortable));
+  EXPECT_FALSE(isaSupported(static_cast<Isa>(7)));
+  EXPECT_FALSE(setIsaForTesting(static_cast<Isa>(7)));
+  if (isaSupported(Isa::kAvx512)) {
+    EXPECT_TRUE(isaSupported(Isa::kAvx2));
+  }
+  std::string levels;
+  for (Isa isa : kAllIsas) {
+    if (isaSupported(isa)) levels += std::string(levels.empty() ? "" : " ") + isaName(isa);
+    const detail::KernelTable* k = detail::kernelsFor(isa);
+    EXPECT_EQ(k != nullptr, isaSupported(isa));
+    if (k == nullptr) continue;
+    EXPECT_STREQ(k->name, isa == Isa::kPortable ? "scalar" : isaName(isa));
+    for (int t = 0; t < kNumDataTypes; ++t) {
+      for (int o = 0; o < kNumRedOps; ++o) EXPECT_NE(k->reduce[t][o], nullptr) << isaName(isa) << " " << t << " " << o;
+      EXPECT_NE(k->divide[t], nullptr) << isaName(isa) << " " << t;
+    }
+  }
+  RecordProperty("supported_isas", levels);
+  std::printf("supported ISA levels here: %s (active: %s)\n", levels.c_str(), isaName(activeIsa()));
+}
+
+TEST(ReduceIsaChoice, ForcingSwitchesTheActiveTable) {
+  const Isa saved = activeIsa();
+  for (Isa isa : kAllIsas) {
+    if (!isaSupported(isa)) continue;
+    ASSERT_TRUE(setIsaForTesting(isa));
+    EXPECT_EQ(activeIsa(), isa);
+    EXPECT_EQ(&detail::activeKernels(), detail::kernelsFor(isa));
+    // And reduce() goes through it: 1 + 2 = 3 in fp32.
+    EXPECT_EQ(reduceOne(DataType::kFloat32, RedOp::kSum, fbits(1.0f), fbits(2.0f)), fbits(3.0f));
+  }
+  setIsaForTesting(saved);
+}
+
+Isa bestIsa() {
+  if (isaSupported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isaSupported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kPortable;
+}
+
+TEST(ReduceIsaChoice, ResolveRequest) {
+  const Isa best = bestIsa();
+  EXPECT_EQ(detail::resolveIsa(""), best);
+  EXPECT_EQ(detail::resolveIsa(nullptr), best);
+  EXPECT_EQ(detail::resolveIsa("auto"), best);
+  EXPECT_EQ(detail::resolveIsa("portable"), Isa::kPortable);
+  EXPECT_EQ(detail::resolveIsa(" PORTABLE "), Isa::kPortable);
+  EXPECT_EQ(detail::resolveIsa("avx2"), isaSupported(Isa::kAvx2) ? Isa::kAvx2 : Isa::kPortable);
+  EXPECT_EQ(detail::resolveIsa("AVX512"), best);  // the best level is at most avx512
+  EXPECT_EQ(detail::resolveIsa("sse9"), best);     // unknown: warns, automatic
+}
+
+// The variable is in the env table, and a fresh process obeys it (the choice is made once, at the
+// first call, so each case runs in a re-executed child).
+TEST(ReduceIsaChoice, EnvironmentVariableChoosesTheLevel) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  ASSERT_EQ(setenv("WEFT_CPU_ISA", "portable", 1), 0);
+  EXPECT_EQ(config::getString("WEFT_CPU_ISA"), "portable");
+  for (Isa isa : kAllIsas) {
+    if (!isaSupported(isa)) continue;
+    ASSERT_EQ(setenv("WEFT_CPU_ISA", isaName(isa), 1), 0);
+    EXPECT_EXIT(std::exit(10 + static_cast<int>(activeIsa())), ::testing::ExitedWithCode(10 + static_cast<int>(isa)), "")
+        << isaName(isa);
+  }
+  ASSERT_EQ(setenv("WEFT_CPU_ISA", "bogus", 1), 0);
+  EXPECT_EXIT(std::exit(10 + static_cast<int>(activeIsa())), ::testing::ExitedWithCode(10 + static_cast<int>(bestIsa())),
+              "WEFT_CPU_ISA=bogus");
+  ASSERT_EQ(unsetenv("WEFT_CPU_ISA"), 0);
+  EXPECT_EQ(config::getString("WEFT_CPU_ISA"), "");
+  EXPECT_EXIT(std::exit(10 + static_cast<int>(activeIsa())), ::testing::ExitedWithCode(10 + static_cast<int>(bestIsa())), "");
 }
 
 }  // namespace
