@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <random>
 
 #include "lib/topo/topo.h"
 #include "lib/topo/topo_file.h"
@@ -418,6 +419,43 @@ TEST(Discover, SysfsRootAloneDescribesTheWholeNode) {
       EXPECT_EQ(t.nics[n].excluded, ref.nics[n].excluded) << fx << n;
       EXPECT_EQ(t.nics[n].gidIndex, ref.nics[n].gidIndex) << fx << n;
     }
+  }
+}
+
+// Damaged sysfs trees (garbage, empty or missing attributes): discovery never crashes, and what it
+// returns is consistent and survives a dump/load round trip.
+TEST(Discover, DamagedSysfsNeverCrashes) {
+  TempDir dir;
+  DiscoveryOptions o = copyFixture("oci_h100", dir);
+  std::vector<std::string> files;
+  for (auto& e : std::filesystem::recursive_directory_iterator(o.sysfsRoot + "/devices"))
+    if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  ASSERT_GT(files.size(), 500u);
+  std::mt19937 rng(4242);
+  const char* junk[] = {"", "\n", "-1", "4: ACTIVE", "ffff", "0x", "1: DOWN", "RoCE v2",
+                        "fe80:0000:0000:0000:0000:0000:0000:0001", "9999999999999999999999",
+                        "0000:0000:0000:0000:0000:ffff:0a00:0001", "eth\x01\xff", "400 Gb/sec", "-5-3"};
+  for (int round = 0; round < 15; ++round) {
+    for (int k = 0; k < 40; ++k) {
+      const std::string& f = files[rng() % files.size()];
+      if (rng() % 5 == 0) {
+        std::filesystem::remove(f);
+      } else {
+        std::string text = junk[rng() % (sizeof junk / sizeof junk[0])];
+        if (rng() % 4 == 0) text = std::string(1 + rng() % 64, static_cast<char>(rng()));
+        writeFile(f, text);
+      }
+    }
+    NodeTopology t;
+    Status s = discoverNode(o, &t);
+    ASSERT_TRUE(s) << s.message();
+    Status v = validateTopology(t);
+    ASSERT_TRUE(v) << v.message();
+    NodeTopology back;
+    Status r = parseTopologyText(formatTopologyText(t), &back);
+    ASSERT_TRUE(r) << r.message();
+    EXPECT_EQ(back, t);
   }
 }
 
