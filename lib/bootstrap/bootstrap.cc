@@ -29,7 +29,8 @@ bool sameSecret(const unsigned char* a, const unsigned char* b) {
 }  // namespace
 
 Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::atomic<bool>* abort,
-                         uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out) {
+                         uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out,
+                         const std::atomic<bool>* initInterrupt) {
   std::unique_ptr<Bootstrap> b(new Bootstrap());
   b->rank_ = rank;
   b->nranks_ = nranks;
@@ -52,8 +53,9 @@ Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::at
   net::SockAddr bound;
   WEFT_TRY(net::listenOn(bindAddr, &b->listenFd_, &bound));
 
+  const std::atomic<bool>* stop = initInterrupt ? initInterrupt : abort;
   int fd = -1;
-  Status s = net::connectTo(id.root, deadline, abort, &fd);
+  Status s = net::connectTo(id.root, deadline, stop, &fd);
   if (!s) {
     return Status(s.code() == Code::kInvalidUsage ? s.code() : Code::kSystem,
                   "cannot reach the rendezvous at " + id.root.str() + " named by the unique id (" + s.message() +
@@ -70,10 +72,10 @@ Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::at
   h.self.rank = rank;
   std::string hn = hostName();
   std::strncpy(h.self.hostname, hn.c_str(), kHostNameBytes - 1);
-  s = writeFrame(fd, FrameType::kHello, &h, sizeof h, deadline, abort);
+  s = writeFrame(fd, FrameType::kHello, &h, sizeof h, deadline, stop);
   FrameType type = FrameType::kReject;
   std::vector<char> body;
-  if (s) s = readFrame(fd, &type, &body, deadline, abort, "the rendezvous " + id.root.str());
+  if (s) s = readFrame(fd, &type, &body, deadline, stop, "the rendezvous " + id.root.str());
   close(fd);
   if (!s) {
     if (s.code() == Code::kTimeout) {
@@ -92,6 +94,7 @@ Status Bootstrap::create(const UniqueId& id, int nranks, int rank, const std::at
     return invalidUsage("malformed rendezvous reply from " + id.root.str());
   }
   b->peers_.resize(static_cast<size_t>(nranks));
+  b->departed_.assign(static_cast<size_t>(nranks), false);
   for (int r = 0; r < nranks; ++r) {
     RankRecord rec;
     std::memcpy(&rec, body.data() + sizeof(RankRecord) * static_cast<size_t>(r), sizeof rec);
@@ -252,9 +255,13 @@ void Bootstrap::handleReadable(size_t index) {
       boxCv_.notify_all();
       return;
     }
-    case FrameType::kBye:
+    case FrameType::kBye: {
       in.bye = true;
+      std::lock_guard<std::mutex> g(boxMu_);
+      departed_[static_cast<size_t>(in.rank)] = true;
+      boxCv_.notify_all();
       return;
+    }
     default:
       break;
   }
@@ -319,6 +326,8 @@ Status Bootstrap::recv(int peer, uint64_t tag, std::vector<char>* out, uint64_t 
     }
     if (hasError()) return error();
     if (abort_ && abort_->load()) return invalidUsage("the communicator was aborted");
+    if (departed_[static_cast<size_t>(peer)])
+      return remoteError(describe(peer) + " has destroyed its communicator and cannot take part any more");
     if (deadlineNs && nowNs() > deadlineNs)
       return timeoutError("timed out waiting for a bootstrap message from " + describe(peer));
     boxCv_.wait_for(lk, std::chrono::milliseconds(10));

@@ -33,8 +33,10 @@ class Bootstrap {
   // Joins the rendezvous named by id. abort (may be null) stops every wait when it becomes true.
   // initTimeoutMs bounds the rendezvous and later connection attempts (WEFT_INIT_TIMEOUT_MS or a
   // config's override).
+  // initInterrupt (may be null) also stops the rendezvous (a split whose parent failed).
   static Status create(const UniqueId& id, int nranks, int rank, const std::atomic<bool>* abort,
-                       uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out);
+                       uint64_t initTimeoutMs, std::unique_ptr<Bootstrap>* out,
+                       const std::atomic<bool>* initInterrupt = nullptr);
   ~Bootstrap();
   Bootstrap(const Bootstrap&) = delete;
   Bootstrap& operator=(const Bootstrap&) = delete;
@@ -94,6 +96,7 @@ class Bootstrap {
   std::mutex boxMu_;
   std::condition_variable boxCv_;
   std::map<std::pair<int, uint64_t>, std::deque<std::vector<char>>> mailbox_;
+  std::vector<bool> departed_;  // said goodbye (destroyed its communicator); under boxMu_
 
   std::atomic<int> errCode_{0};
   mutable std::mutex errMu_;

@@ -4,7 +4,9 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "collectives/reduce/reduce.h"
 #include "lib/bootstrap/root.h"
@@ -78,7 +80,7 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
 }
 
 Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank, const CommOptions& opts,
-                            std::unique_ptr<Communicator>* out) {
+                            std::unique_ptr<Communicator>* out, const std::atomic<bool>* initInterrupt) {
   std::unique_ptr<Communicator> c(new Communicator());
   c->rank_ = rank;
   c->nranks_ = nranks;
@@ -88,7 +90,8 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
                        std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "socket") != c->cfg_.transports.end();
   if (!socketAllowed)
     return invalidArgument("WEFT_TRANSPORTS excludes every transport available between these ranks (available: socket)");
-  WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, c->cfg_.initTimeoutMs, &c->bootstrap_));
+  WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, c->cfg_.initTimeoutMs, &c->bootstrap_,
+                                        initInterrupt));
   Status s;
   c->transport_ = transport::createSocketTransport(&s);
   if (!s) return s.withContext("starting the socket transport");
@@ -152,7 +155,22 @@ Status Communicator::split(int color, int key, const CommOptions* opts, std::uni
   }
   if (!s) return fail(s.withContext("weftCommSplit"));
   CommOptions o = opts ? *opts : opts_;
-  s = create(id, newN, newRank, o, out);
+  // If the parent fails while the new communicator's rendezvous waits (a member died before it
+  // arrived), stop waiting instead of running into the init timeout.
+  std::atomic<bool> parentFailed{false}, done{false};
+  std::thread watch([&] {
+    while (!done.load()) {
+      if (bootstrap_->hasError() || abort_.load()) {
+        parentFailed.store(true);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  s = create(id, newN, newRank, o, out, &parentFailed);
+  done.store(true);
+  watch.join();
+  if (!s && parentFailed.load()) s = asyncError();
   if (!s) return s.withContext("weftCommSplit (color " + std::to_string(color) + ")");
   return Status::ok();
 }

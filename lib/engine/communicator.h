@@ -55,7 +55,7 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out);
 class Communicator {
  public:
   static Status create(const bootstrap::UniqueId& id, int nranks, int rank, const CommOptions& opts,
-                       std::unique_ptr<Communicator>* out);
+                       std::unique_ptr<Communicator>* out, const std::atomic<bool>* initInterrupt = nullptr);
   // Collective: ranks with the same color form a new communicator ordered by (key, rank);
   // color < 0 gives *out == nullptr. opts == nullptr inherits this communicator's options.
   Status split(int color, int key, const CommOptions* opts, std::unique_ptr<Communicator>* out);

@@ -663,6 +663,27 @@ class Reader {
 
 }  // namespace
 
+NodeTopology compactTopology(const NodeTopology& t) {
+  NodeTopology c;
+  c.hostName = t.hostName;
+  c.numaNodes = t.numaNodes;
+  c.gpus = t.gpus;
+  for (size_t r = 0; r < t.rails.size(); ++r) {
+    NicPort p = t.nics[static_cast<size_t>(t.rails[r])];
+    p.rateText.clear();
+    p.cpulist.clear();
+    p.gids.clear();
+    p.gidReason.clear();
+    p.exclusionReason.clear();
+    c.nics.push_back(std::move(p));
+    c.rails.push_back(static_cast<int>(r));
+  }
+  c.distance.assign(t.gpus.size(), {});
+  for (size_t g = 0; g < t.gpus.size() && g < t.distance.size(); ++g)
+    for (int n : t.rails) c.distance[g].push_back(t.distance[g][static_cast<size_t>(n)]);
+  return c;
+}
+
 std::vector<uint8_t> serializeTopology(const NodeTopology& t) {
   Writer w;
   w.str(t.hostName);

@@ -41,7 +41,7 @@ TEST(Bootstrap, RendezvousMessagesAllGatherBarrier) {
   std::vector<std::unique_ptr<Bootstrap>> b(n);
   std::vector<Status> st(n);
   std::vector<std::thread> th;
-  for (int r = 0; r < n; ++r) th.emplace_back([&, r] { st[r] = Bootstrap::create(id, n, r, nullptr, &b[r]); });
+  for (int r = 0; r < n; ++r) th.emplace_back([&, r] { st[r] = Bootstrap::create(id, n, r, nullptr, 10000, &b[r]); });
   for (auto& t : th) t.join();
   th.clear();
   for (int r = 0; r < n; ++r) ASSERT_TRUE(st[r].isOk()) << st[r].message();
