@@ -129,6 +129,29 @@ struct Avx2 {
                      _mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1)));
   }
 
+  // 16-bit lanes (fp8 through fp16): H holds 8, a mask is a vector of all-ones / zero lanes.
+  using H = __m128i;
+  static H set1H(int16_t v) { return _mm_set1_epi16(v); }
+  static H andH(H a, H b) { return _mm_and_si128(a, b); }
+  static H orH(H a, H b) { return _mm_or_si128(a, b); }
+  static H addH(H a, H b) { return _mm_add_epi16(a, b); }
+  template <int k>
+  static H slliH(H v) { return _mm_slli_epi16(v, k); }
+  template <int k>
+  static H srliH(H v) { return _mm_srli_epi16(v, k); }
+  static H minUH(H a, H b) { return _mm_min_epu16(a, b); }
+  static H cmpeqH(H a, H b) { return _mm_cmpeq_epi16(a, b); }
+  static H selectH(H m, H t, H f) { return _mm_blendv_epi8(f, t, m); }
+  static H widen8to16(const void* p) { return _mm_cvtepu8_epi16(_mm_loadl_epi64(static_cast<const __m128i*>(p))); }
+  static void narrow16to8(void* p, H v) { _mm_storel_epi64(static_cast<__m128i*>(p), _mm_packus_epi16(v, v)); }
+  static F cvtHtoF(H h) { return _mm256_cvtph_ps(h); }
+  static H cvtFtoHrz(F v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC); }
+  static H packMask(__m256i m) { return _mm_packs_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1)); }
+  static H cmpneqFtoH(F a, F b) { return packMask(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_NEQ_UQ))); }
+  static H isNanFtoH(F v) { return packMask(_mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))); }
+  static H isNegFtoH(F v) { return packMask(_mm256_srai_epi32(_mm256_castps_si256(v), 31)); }
+  static F selectFbyH(H m, F t, F f) { return _mm256_blendv_ps(f, t, _mm256_castsi256_ps(_mm256_cvtepi16_epi32(m))); }
+
   // 32-bit integer divide by n (C truncation) through fp64: exact (see reduce_simd.h).
   static I divS32(I v, double n) {
     const D dn = _mm256_set1_pd(n);

@@ -128,6 +128,28 @@ struct Avx512 {
   static I widenS8(const void* p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
   static void narrow8(void* p, I v) { _mm_storeu_si128(static_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v)); }
 
+  // 16-bit lanes (fp8 through fp16): H holds 16; masks are k-masks.
+  using H = __m256i;
+  static H set1H(int16_t v) { return _mm256_set1_epi16(v); }
+  static H andH(H a, H b) { return _mm256_and_si256(a, b); }
+  static H orH(H a, H b) { return _mm256_or_si256(a, b); }
+  static H addH(H a, H b) { return _mm256_add_epi16(a, b); }
+  template <int k>
+  static H slliH(H v) { return _mm256_slli_epi16(v, k); }
+  template <int k>
+  static H srliH(H v) { return _mm256_srli_epi16(v, k); }
+  static H minUH(H a, H b) { return _mm256_min_epu16(a, b); }
+  static __mmask16 cmpeqH(H a, H b) { return _mm256_cmpeq_epi16_mask(a, b); }
+  static H selectH(__mmask16 m, H t, H f) { return _mm256_mask_blend_epi16(m, f, t); }
+  static H widen8to16(const void* p) { return _mm256_cvtepu8_epi16(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
+  static void narrow16to8(void* p, H v) { _mm_storeu_si128(static_cast<__m128i*>(p), _mm256_cvtepi16_epi8(v)); }
+  static F cvtHtoF(H h) { return _mm512_cvtph_ps(h); }
+  static H cvtFtoHrz(F v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC); }
+  static __mmask16 cmpneqFtoH(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
+  static __mmask16 isNanFtoH(F v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
+  static __mmask16 isNegFtoH(F v) { return _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512()); }
+  static F selectFbyH(__mmask16 m, F t, F f) { return _mm512_mask_blend_ps(m, f, t); }
+
   // 32-bit integer divide by n (C truncation) through fp64: exact (see reduce_simd.h).
   static I join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
   static I divS32(I v, double n) {

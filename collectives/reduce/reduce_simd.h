@@ -36,72 +36,6 @@ inline V floatMin(V a, V b) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Narrow formats <-> fp32 on 32-bit lanes (S::I holding S::kLanes32 int32). Lane-wise copies of
-// the scalar decodeNarrow / roundMagnitude / floatToE4m3 / floatToE5m2, so the results are the same
-// bits, independent of the FP environment in the same way.
-
-enum class NarrowSpecial { kIeee, kFiniteOnly };
-
-template <class S, int kExp, int kMan, NarrowSpecial kSpecial>
-inline typename S::F decodeNarrowLanes(typename S::I code) {
-  using I = typename S::I;
-  constexpr int kBias = (1 << (kExp - 1)) - 1;
-  constexpr int32_t kInfCode = ((1 << kExp) - 1) << kMan;
-  constexpr int32_t kAllOnes = (1 << (kExp + kMan)) - 1;
-  constexpr float kUnit = 1.0f / static_cast<float>(1ull << (kBias + kMan - 1));
-  const I sign = S::template slli32<31 - (kExp + kMan)>(S::and_(code, S::set1I(1 << (kExp + kMan))));
-  const I em = S::and_(code, S::set1I(kAllOnes));
-  const I normal = S::add32(S::template slli32<23 - kMan>(em), S::set1I((127 - kBias) << 23));
-  const I denormal = S::castI(S::mul(S::cvtToF(em), S::set1(kUnit)));  // exact
-  I bits = S::selectI(S::cmpgt32(S::set1I(1 << kMan), em), denormal, normal);
-  if constexpr (kSpecial == NarrowSpecial::kIeee) {
-    I special = S::or_(S::set1I(0x7f800000), S::template slli32<23 - kMan>(em));
-    special = S::selectI(S::cmpgt32(em, S::set1I(kInfCode)), S::or_(special, S::set1I(0x400000)), special);
-    bits = S::selectI(S::cmpgt32(em, S::set1I(kInfCode - 1)), special, bits);
-  } else {
-    bits = S::selectI(S::cmpeq32(em, S::set1I(kAllOnes)), S::set1I(0x7fc00000), bits);
-  }
-  return S::castF(S::or_(bits, sign));
-}
-
-// roundMagnitude<kExp, kMan> on lanes: x = |f| bits (<= 0x7f800000 or NaN, discarded by caller).
-template <class S, int kExp, int kMan>
-inline typename S::I roundMagnitudeLanes(typename S::I x) {
-  using I = typename S::I;
-  using F = typename S::F;
-  constexpr int kBias = (1 << (kExp - 1)) - 1;
-  constexpr int kDrop = 23 - kMan;
-  constexpr int32_t kMinNormal = (127 - kBias + 1) << 23;
-  I r = S::sub32(x, S::set1I((127 - kBias) << 23));
-  r = S::add32(r, S::add32(S::set1I((1 << (kDrop - 1)) - 1), S::and_(S::template srli32<kDrop>(r), S::set1I(1))));
-  const I normal = S::template srli32<kDrop>(r);
-  constexpr float kScale = static_cast<float>(1ull << (kBias + kMan - 1));
-  const auto isNormal = S::cmpgt32(x, S::set1I(kMinNormal - 1));
-  const F v = S::mul(S::castF(S::selectI(isNormal, S::set1I(kMinNormal), x)), S::set1(kScale));
-  const I t = S::cvttToI(v);
-  const I frac = S::castI(S::sub(v, S::cvtToF(t)));  // in [0, 1): its bits order like its value
-  const I one = S::set1I(1);
-  const I above = S::selectI(S::cmpgt32(frac, S::set1I(0x3f000000)), one, S::set1I(0));
-  const I tie = S::selectI(S::cmpeq32(frac, S::set1I(0x3f000000)), S::and_(t, one), S::set1I(0));
-  const I denormal = S::add32(t, S::or_(above, tie));
-  return S::selectI(isNormal, normal, denormal);
-}
-
-// fp32 lanes -> fp8 codes in the low byte of each 32-bit lane. kMaxCode: the saturation code
-// (e4m3 0x7e, e5m2 0x7b); kNanCode: e4m3 0x7f, e5m2 0x7e.
-template <class S, int kExp, int kMan, int32_t kMaxCode, int32_t kNanCode>
-inline typename S::I encodeFp8Lanes(typename S::F f) {
-  using I = typename S::I;
-  const I u = S::castI(f);
-  const I sign = S::and_(S::template srli32<24>(u), S::set1I(0x80));
-  const I x = S::and_(u, S::set1I(0x7fffffff));
-  I c = roundMagnitudeLanes<S, kExp, kMan>(x);
-  c = S::min32(c, S::set1I(kMaxCode));  // saturate (infinities included)
-  c = S::selectI(S::cmpgt32(x, S::set1I(0x7f800000)), S::set1I(kNanCode), c);
-  return S::or_(c, sign);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Per-type kernel traits.
 
 struct Divisor {
@@ -144,11 +78,9 @@ template <class S>
 struct Bf16Conv {
   using Storage = uint16_t;
   using I = typename S::I;
-  static typename S::F load(const uint16_t* p) {
-    const I bits = S::template slli32<16>(S::widenU16(p));
-    const auto isNan = S::cmpgt32(S::and_(bits, S::set1I(0x7fffffff)), S::set1I(0x7f800000));
-    return S::castF(S::selectI(isNan, S::or_(bits, S::set1I(0x400000)), bits));  // NaN quietened
-  }
+  // The reference quietens a signalling NaN here; not needed for the same bits: every result
+  // passes through an add, multiply or divide (max/min return a + b for NaN), which quietens it.
+  static typename S::F load(const uint16_t* p) { return S::castF(S::template slli32<16>(S::widenU16(p))); }
   // Integer rounding at bit 16 (the reference's formula). Not the AVX512-BF16 convert: that one
   // flushes fp32 denormals to zero, and this is as fast for a memory-bound kernel.
   static void store(uint16_t* p, typename S::F v) {
@@ -161,22 +93,60 @@ struct Bf16Conv {
   }
 };
 
+// fp8 <-> fp32 through fp16 (the F16C / AVX-512F conversions), in 16-bit lanes S::H.
+// Decode, exact: an e5m2 code is the top byte of the fp16 of the same value; an e4m3 code's
+// exponent and mantissa placed in an fp16 (bias 15 instead of 7) read as 2^-8 times its value,
+// denormals included; e4m3's S.1111.111 is NaN.
+// Encode: |x| (times 2^-8 for e4m3) converted to fp16 toward zero, with the lowest bit set when
+// inexact (round to odd: 11 significant bits), then rounded to nearest-even at the fp8 mantissa
+// in integer arithmetic. Rounding to odd with at least two more bits than the target makes the
+// second rounding exact (also on the denormal grid, which is 2^7 / 2^8 times finer in fp16), so
+// this equals the reference's single rounding. fp16 overflow under round-toward-zero stops at
+// 65504 and fp8 saturates anyway; NaN and sign are applied last.
+template <class S>
+inline typename S::F decodeE4m3(const uint8_t* p) {
+  using H = typename S::H;
+  const H c = S::widen8to16(p);
+  const H h = S::orH(S::template slliH<8>(S::andH(c, S::set1H(0x80))), S::template slliH<7>(S::andH(c, S::set1H(0x7f))));
+  const typename S::F f = S::mul(S::cvtHtoF(h), S::set1(256.0f));
+  const typename S::F nan = S::castF(S::or_(S::and_(S::castI(f), S::set1I(INT32_MIN)), S::set1I(0x7fc00000)));
+  return S::selectFbyH(S::cmpeqH(S::andH(c, S::set1H(0x7f)), S::set1H(0x7f)), nan, f);
+}
+
+template <class S>
+inline typename S::F decodeE5m2(const uint8_t* p) {
+  return S::cvtHtoF(S::template slliH<8>(S::widen8to16(p)));
+}
+
+template <class S, bool kE4m3>
+inline void encodeFp8(uint8_t* p, typename S::F v) {
+  using H = typename S::H;
+  constexpr int kDrop = kE4m3 ? 7 : 8;  // fp16 mantissa bits beyond the fp8 ones
+  constexpr int16_t kMaxCode = kE4m3 ? 0x7e : 0x7b;
+  constexpr int16_t kNanCode = kE4m3 ? 0x7f : 0x7e;
+  const typename S::F a = S::castF(S::and_(S::castI(v), S::set1I(0x7fffffff)));
+  const typename S::F y = kE4m3 ? S::mul(a, S::set1(1.0f / 256.0f)) : a;  // exact where it matters
+  H h = S::cvtFtoHrz(y);
+  h = S::selectH(S::cmpneqFtoH(S::cvtHtoF(h), y), S::orH(h, S::set1H(1)), h);  // sticky bit
+  H c = S::addH(h, S::addH(S::set1H((1 << (kDrop - 1)) - 1), S::andH(S::template srliH<kDrop>(h), S::set1H(1))));
+  c = S::minUH(S::template srliH<kDrop>(c), S::set1H(kMaxCode));  // saturate (inf included)
+  c = S::selectH(S::isNanFtoH(v), S::set1H(kNanCode), c);
+  c = S::selectH(S::isNegFtoH(v), S::orH(c, S::set1H(0x80)), c);
+  S::narrow16to8(p, c);
+}
+
 template <class S>
 struct E4m3Conv {
   using Storage = uint8_t;
-  static typename S::F load(const uint8_t* p) {
-    return decodeNarrowLanes<S, 4, 3, NarrowSpecial::kFiniteOnly>(S::widenU8(p));
-  }
-  static void store(uint8_t* p, typename S::F v) { S::narrow8(p, encodeFp8Lanes<S, 4, 3, 0x7e, 0x7f>(v)); }
+  static typename S::F load(const uint8_t* p) { return decodeE4m3<S>(p); }
+  static void store(uint8_t* p, typename S::F v) { encodeFp8<S, true>(p, v); }
 };
 
 template <class S>
 struct E5m2Conv {
   using Storage = uint8_t;
-  static typename S::F load(const uint8_t* p) {
-    return decodeNarrowLanes<S, 5, 2, NarrowSpecial::kIeee>(S::widenU8(p));
-  }
-  static void store(uint8_t* p, typename S::F v) { S::narrow8(p, encodeFp8Lanes<S, 5, 2, 0x7b, 0x7e>(v)); }
+  static typename S::F load(const uint8_t* p) { return decodeE5m2<S>(p); }
+  static void store(uint8_t* p, typename S::F v) { encodeFp8<S, false>(p, v); }
 };
 
 template <class S>
