@@ -6,8 +6,10 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/mp_harness.h"
@@ -262,6 +264,45 @@ TEST(Split, ColorsKeysAndNoColor) {
     weftCommDestroy(sub);
     weftCommDestroy(comm);
     return sum == want ? 0 : 6;
+  });
+  for (auto& r : reports) EXPECT_EQ(r.exitCode, 0) << describe(reports);
+}
+
+TEST(Split, SeveralSubCommunicatorsUsedConcurrently) {
+  setenv("WEFT_SOCKET_IFNAME", "lo", 1);
+  RunOptions o;
+  o.nranks = 4;
+  auto reports = runRanks(o, [](const RankContext& ctx) {
+    weftComm_t comm, rows = nullptr, cols = nullptr;
+    if (weftCommInitRank(&comm, ctx.nranks, ctx.ids[0], ctx.rank) != weftSuccess) return 10;
+    const int me = ctx.rank;
+    // A 2x2 grid: tensor-parallel rows and pipeline-parallel columns, as frameworks build them.
+    if (weftCommSplit(comm, me / 2, me, &rows, nullptr) != weftSuccess) return 11;
+    if (weftCommSplit(comm, me % 2, me, &cols, nullptr) != weftSuccess) return 12;
+    std::atomic<int> bad{0};
+    auto work = [&](weftComm_t c, int salt) {
+      std::vector<int64_t> in(20000), out(20000);
+      for (int it = 0; it < 20; ++it) {
+        for (size_t i = 0; i < in.size(); ++i) in[i] = me * 1000 + salt + it + static_cast<int64_t>(i);
+        if (weftAllReduce(in.data(), out.data(), in.size(), weftInt64, weftSum, c, nullptr) != weftSuccess) {
+          ++bad;
+          return;
+        }
+        int peer = salt == 0 ? (me ^ 1) : (me ^ 2);  // the other member of this row / column
+        for (size_t i = 0; i < in.size(); ++i)
+          if (out[i] != (me + peer) * 1000 + 2 * (salt + it + static_cast<int64_t>(i))) {
+            ++bad;
+            return;
+          }
+      }
+    };
+    std::thread a(work, rows, 0), b(work, cols, 1);
+    a.join();
+    b.join();
+    weftCommDestroy(rows);
+    weftCommDestroy(cols);
+    weftCommDestroy(comm);
+    return bad.load();
   });
   for (auto& r : reports) EXPECT_EQ(r.exitCode, 0) << describe(reports);
 }
