@@ -19,6 +19,7 @@
 #include "lib/core/log.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <xmmintrin.h>
 #endif
 
@@ -410,17 +411,25 @@ constinit const detail::KernelTable kScalarKernels = makeScalarTable();
 // ---------------------------------------------------------------------------------------------
 // Run-time choice of the table.
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// F16C straight from CPUID leaf 1 (clang's __builtin_cpu_supports does not know "f16c"). Only
+// consulted together with AVX2, whose check covers the OS saving the YMM state.
+bool cpuHasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 bool cpuHas(Isa isa) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   switch (isa) {
     case Isa::kPortable: return true;
     // (__builtin_cpu_supports also checks that the OS saves the YMM / ZMM state.)
-    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && cpuHasF16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") && cpuHasF16c();
   }
   return false;
 #else
