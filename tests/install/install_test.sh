@@ -10,6 +10,9 @@ set -euo pipefail
 build=${1:?usage: install_test.sh <build dir> <source dir>}
 src=${2:?usage: install_test.sh <build dir> <source dir>}
 cc=${CC:-cc}
+# Extra flags for the example builds (the sanitizer flags when libweft is built with them, so the
+# sanitizer runtime comes first in the examples too).
+xflags=${WEFT_TEST_EXTRA_CFLAGS:-}
 export WEFT_SOCKET_IFNAME=${WEFT_SOCKET_IFNAME:-lo}
 
 fail() { echo "install_test: FAIL: $*" >&2; exit 1; }
@@ -71,13 +74,14 @@ pkgconfig="pkg-config --define-variable=prefix=$prefix"
 step "example with pkg-config: $pkgconfig --cflags --libs weft"
 mkdir -p "$tmp/pc"
 cp "$src/examples/allreduce.c" "$src/examples/Makefile" "$tmp/pc/"
-make -C "$tmp/pc" CC="$cc" PKG_CONFIG="$pkgconfig" > "$tmp/pc/make.log" 2>&1 ||
+make -C "$tmp/pc" CC="$cc" CFLAGS="-O2 -Wall -Wextra -pedantic $xflags" PKG_CONFIG="$pkgconfig" \
+  > "$tmp/pc/make.log" 2>&1 ||
   { cat "$tmp/pc/make.log" >&2; fail "examples/Makefile (pkg-config) build failed"; }
 run2 "$tmp/pc/allreduce" pkgconfig
 
 step "example with CMake: find_package(weft), CMAKE_PREFIX_PATH=$prefix"
 cmake -S "$src/examples" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
-  > "$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log" >&2; fail "cmake configure of examples/ failed"; }
+  -DCMAKE_C_FLAGS="$xflags" -DCMAKE_EXE_LINKER_FLAGS="$xflags" > "$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log" >&2; fail "cmake configure of examples/ failed"; }
 cmake --build "$tmp/cm" > "$tmp/cm-build.log" 2>&1 ||
   { cat "$tmp/cm-build.log" >&2; fail "cmake build of examples/ failed"; }
 run2 "$tmp/cm/allreduce" cmake
