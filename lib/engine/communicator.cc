@@ -13,13 +13,13 @@
 #include "lib/core/config.h"
 #include "lib/core/log.h"
 #include "lib/core/util.h"
+#include "lib/engine/transport_select.h"
 
 namespace weft::engine {
 
 namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
-const char* const kKnownTransports[] = {"socket"};
 
 std::vector<std::string> splitList(const std::string& s) {
   std::vector<std::string> out;
@@ -71,10 +71,12 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
   WEFT_TRY(plan::loadTunerConfig(&out->tuner));
   out->transports = splitList(config::getString("WEFT_TRANSPORTS"));
   for (auto& t : out->transports) {
-    bool known = false;
-    for (const char* k : kKnownTransports) known |= t == k;
-    if (!known)
-      return invalidArgument("WEFT_TRANSPORTS names \"" + t + "\", which is not a transport of this build (available: socket)");
+    const auto& known = knownTransports();
+    if (std::find(known.begin(), known.end(), t) == known.end()) {
+      std::string list;
+      for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      return invalidArgument("WEFT_TRANSPORTS names \"" + t + "\", which is not a transport of this build (known: " + list + ")");
+    }
   }
   return Status::ok();
 }
@@ -86,20 +88,27 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   c->nranks_ = nranks;
   c->opts_ = opts;
   WEFT_TRY(loadEngineConfig(opts, &c->cfg_));
-  bool socketAllowed = c->cfg_.transports.empty() ||
-                       std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "socket") != c->cfg_.transports.end();
-  if (!socketAllowed)
-    return invalidArgument("WEFT_TRANSPORTS excludes every transport available between these ranks (available: socket)");
   WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, c->cfg_.initTimeoutMs, &c->bootstrap_,
                                         initInterrupt));
-  Status s;
-  c->transport_ = transport::createSocketTransport(&s);
-  if (!s) return s.withContext("starting the socket transport");
+  WEFT_TRY(selectTransport(c->cfg_.transports, rank, &c->transport_));
+  // Every rank must use the same transport; if they differ, fall back to one all can use.
+  std::vector<int32_t> kinds(static_cast<size_t>(nranks));
+  kinds[static_cast<size_t>(rank)] = c->transport_.kind;
+  WEFT_TRY(c->bootstrap_->allGather(kinds.data(), sizeof(int32_t), nowNs() + c->cfg_.initTimeoutMs * kNsPerMs));
+  int32_t common = *std::max_element(kinds.begin(), kinds.end());  // the slowest kind chosen
+  if (common != c->transport_.kind) {
+    std::string want = knownTransports()[static_cast<size_t>(common)];
+    WEFT_WARN(NET, "rank %d chose transport %s but another rank could only start %s: using %s on every rank", rank,
+              c->transport_.name.c_str(), want.c_str(), want.c_str());
+    c->transport_ = TransportChoice();
+    WEFT_TRY(startTransport(want, rank, &c->transport_));
+  }
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
   for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
-  WEFT_INFO(INIT, "%s%srank %d/%d ready: transport socket (%s), %d slots of %zu bytes per channel",
-            opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_->device(0).name.c_str(),
+  WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
+            opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
+            c->transport_.transport->device(c->transport_.device).name.c_str(),
             c->cfg_.nslots, c->slotBytes_);
   *out = std::move(c);
   return Status::ok();
@@ -253,21 +262,21 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
   std::vector<PendingSend> sends;
   auto cleanup = [&] {
     for (auto& r : recvs) {
-      if (r.listen) (void)transport_->closeListen(r.listen);
-      if (r.comm) (void)transport_->closeRecv(r.comm);
+      if (r.listen) (void)transport_.transport->closeListen(r.listen);
+      if (r.comm) (void)transport_.transport->closeRecv(r.comm);
     }
     for (auto& s : sends)
-      if (s.comm) (void)transport_->closeSend(s.comm);
+      if (s.comm) (void)transport_.transport->closeSend(s.comm);
   };
   // First every listen (its handle goes to the sender), then every connect: no rank waits for a
   // handle before it has sent its own, so the setup cannot deadlock.
   for (auto& pc : needRecv) {
     transport::Handle h;
     transport::ListenComm* l = nullptr;
-    Status s = transport_->listen(0, &h, &l);
+    Status s = transport_.transport->listen(transport_.device, &h, &l);
     if (s) s = bootstrap_->send(pc.peer, kConnTag | static_cast<uint64_t>(pc.channel), h.bytes, sizeof h.bytes);
     if (!s) {
-      if (l) (void)transport_->closeListen(l);
+      if (l) (void)transport_.transport->closeListen(l);
       cleanup();
       return s.withContext("setting up the connection from " + bootstrap_->describe(pc.peer));
     }
@@ -290,7 +299,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     bool all = true;
     for (auto& s : sends) {
       if (s.comm) continue;
-      Status st = transport_->connect(0, &s.handle, &s.comm);
+      Status st = transport_.transport->connect(transport_.device, &s.handle, &s.comm);
       if (!st) {
         cleanup();
         return st.withContext("connecting to " + bootstrap_->describe(s.pc.peer));
@@ -299,7 +308,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     }
     for (auto& r : recvs) {
       if (r.comm) continue;
-      Status st = transport_->accept(r.listen, &r.comm);
+      Status st = transport_.transport->accept(r.listen, &r.comm);
       if (!st) {
         cleanup();
         return st.withContext("accepting the connection from " + bootstrap_->describe(r.pc.peer));
@@ -318,24 +327,26 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     struct timespec ts{0, 200000};
     nanosleep(&ts, nullptr);
   }
-  std::string dev = transport_->device(0).name + " " + transport_->device(0).address;
+  std::string dev = transport_.transport->device(transport_.device).name + " " + transport_.transport->device(transport_.device).address;
   const char* chan[] = {"collectives", "point-to-point"};
   for (auto& s : sends) {
-    auto ch = std::make_unique<SendChannel>(transport_.get(), s.comm, cfg_.nslots, slotBytes_);
+    auto ch = std::make_unique<SendChannel>(transport_.transport.get(), s.comm, cfg_.nslots, slotBytes_);
     s.comm = nullptr;
     WEFT_TRY(ch->init());
-    WEFT_INFO(NET, "rank %d -> %s (%s channel): transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], dev.c_str(), ch->stagingBytes());
+    WEFT_INFO(NET, "rank %d -> %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
+              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], transport_.name.c_str(), dev.c_str(),
+              ch->stagingBytes());
     send_[s.pc] = std::move(ch);
   }
   for (auto& r : recvs) {
-    (void)transport_->closeListen(r.listen);
+    (void)transport_.transport->closeListen(r.listen);
     r.listen = nullptr;
-    auto ch = std::make_unique<RecvChannel>(transport_.get(), r.comm, cfg_.nslots, slotBytes_);
+    auto ch = std::make_unique<RecvChannel>(transport_.transport.get(), r.comm, cfg_.nslots, slotBytes_);
     r.comm = nullptr;
     WEFT_TRY(ch->init());
-    WEFT_INFO(NET, "rank %d <- %s (%s channel): transport socket, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], dev.c_str(), ch->stagingBytes());
+    WEFT_INFO(NET, "rank %d <- %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
+              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], transport_.name.c_str(), dev.c_str(),
+              ch->stagingBytes());
     recv_[r.pc] = std::move(ch);
   }
   return Status::ok();

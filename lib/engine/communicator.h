@@ -16,6 +16,7 @@
 #include "lib/core/status.h"
 #include "lib/core/types.h"
 #include "lib/engine/channel.h"
+#include "lib/engine/transport_select.h"
 #include "lib/plan/tuner.h"
 #include "transports/transport.h"
 
@@ -99,7 +100,7 @@ class Communicator {
   uint64_t splitSeq_ = 0;
   std::atomic<bool> abort_{false};
   std::unique_ptr<bootstrap::Bootstrap> bootstrap_;
-  std::unique_ptr<transport::MessagingTransport> transport_;
+  TransportChoice transport_;
   std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
   std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
   std::vector<int> ring_;
