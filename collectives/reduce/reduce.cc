@@ -4,7 +4,8 @@
 //
 // Structure: a traits struct per data type (storage type, compute type, load/store conversions),
 // an op functor per reduction, one loop template over both, and a table of function pointers
-// indexed by [type][op]. SIMD variants later provide their own tables; activeKernels() picks one.
+// indexed by [type][op]. The SIMD levels (reduce_avx2.cc, reduce_avx512.cc, on reduce_simd.h)
+// provide tables of the same shape; activeKernels() picks one at the first call (end of file).
 #include "collectives/reduce/reduce.h"
 
 #include <atomic>
@@ -453,23 +454,19 @@ Isa bestSupported(Isa atMost) {
   return Isa::kPortable;
 }
 
-struct Choice {
-  Isa isa;
-  const detail::KernelTable* table;
-};
+// Set by setIsaForTesting() (-1: not forced); otherwise the first call's choice (WEFT_CPU_ISA,
+// CPUID) holds for the life of the process.
+std::atomic<int> gForcedIsa{-1};
 
-// Set by setIsaForTesting(); otherwise the first call's choice (WEFT_CPU_ISA, CPUID) holds.
-std::atomic<const Choice*> gForced{nullptr};
-constinit Choice gForcedChoices[kNumIsas] = {};
-
-const Choice& currentChoice() {
-  if (const Choice* forced = gForced.load(std::memory_order_acquire)) return *forced;
-  static const Choice chosen = [] {
+Isa currentIsa() {
+  const int forced = gForcedIsa.load(std::memory_order_relaxed);
+  if (forced >= 0) return static_cast<Isa>(forced);
+  static const Isa chosen = [] {
     const std::string request = config::getString("WEFT_CPU_ISA");
     const Isa isa = detail::resolveIsa(request.c_str());
     WEFT_INFO(COLL, "reduction kernels: %s (WEFT_CPU_ISA=%s)", isaName(isa),
               request.empty() ? "(unset)" : request.c_str());
-    return Choice{isa, builtTable(isa)};
+    return isa;
   }();
   return chosen;
 }
@@ -491,19 +488,17 @@ bool isaSupported(Isa isa) {
   return builtTable(isa) != nullptr && cpuHas(isa);
 }
 
-Isa activeIsa() { return currentChoice().isa; }
+Isa activeIsa() { return currentIsa(); }
 
 bool setIsaForTesting(Isa isa) {
   if (!isaSupported(isa)) return false;
-  Choice& c = gForcedChoices[static_cast<int>(isa)];
-  c = Choice{isa, builtTable(isa)};
-  gForced.store(&c, std::memory_order_release);
+  gForcedIsa.store(static_cast<int>(isa), std::memory_order_relaxed);
   return true;
 }
 
 namespace detail {
 const KernelTable& scalarKernels() { return kScalarKernels; }
-const KernelTable& activeKernels() { return *currentChoice().table; }
+const KernelTable& activeKernels() { return *builtTable(currentIsa()); }
 const KernelTable* kernelsFor(Isa isa) { return isaSupported(isa) ? builtTable(isa) : nullptr; }
 
 Isa resolveIsa(const char* request) {

@@ -1,5 +1,6 @@
-// Element-wise reduction kernels for every data type and reduction op (host, scalar and portable),
-// plus the conversions between fp32 and the narrow float types.
+// Element-wise reduction kernels for every data type and reduction op (host: the scalar reference,
+// which is also the portable level, and AVX2 / AVX-512 levels chosen at run time), plus the
+// conversions between fp32 and the narrow float types.
 //
 // Semantics (the same table as weft.h; every kernel, scalar or SIMD, must give bitwise these results):
 // - Integers wrap modulo 2^n: sum and prod are computed in the unsigned type; max and min compare
