@@ -139,6 +139,9 @@ struct Avx2 {
   static H slliH(H v) { return _mm_slli_epi16(v, k); }
   template <int k>
   static H srliH(H v) { return _mm_srli_epi16(v, k); }
+  template <int k>
+  static H sraiH(H v) { return _mm_srai_epi16(v, k); }
+  static H xorH(H a, H b) { return _mm_xor_si128(a, b); }
   static H minUH(H a, H b) { return _mm_min_epu16(a, b); }
   static H cmpeqH(H a, H b) { return _mm_cmpeq_epi16(a, b); }
   static H selectH(H m, H t, H f) { return _mm_blendv_epi8(f, t, m); }

@@ -138,6 +138,9 @@ struct Avx512 {
   static H slliH(H v) { return _mm256_slli_epi16(v, k); }
   template <int k>
   static H srliH(H v) { return _mm256_srli_epi16(v, k); }
+  template <int k>
+  static H sraiH(H v) { return _mm256_srai_epi16(v, k); }
+  static H xorH(H a, H b) { return _mm256_xor_si256(a, b); }
   static H minUH(H a, H b) { return _mm256_min_epu16(a, b); }
   static __mmask16 cmpeqH(H a, H b) { return _mm256_cmpeq_epi16_mask(a, b); }
   static H selectH(__mmask16 m, H t, H f) { return _mm256_mask_blend_epi16(m, f, t); }

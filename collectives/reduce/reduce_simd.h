@@ -106,11 +106,14 @@ struct Bf16Conv {
 template <class S>
 inline typename S::F decodeE4m3(const uint8_t* p) {
   using H = typename S::H;
-  const H c = S::widen8to16(p);
-  const H h = S::orH(S::template slliH<8>(S::andH(c, S::set1H(0x80))), S::template slliH<7>(S::andH(c, S::set1H(0x7f))));
-  const typename S::F f = S::mul(S::cvtHtoF(h), S::set1(256.0f));
-  const typename S::F nan = S::castF(S::or_(S::and_(S::castI(f), S::set1I(INT32_MIN)), S::set1I(0x7fc00000)));
-  return S::selectFbyH(S::cmpeqH(S::andH(c, S::set1H(0x7f)), S::set1H(0x7f)), nan, f);
+  // code << 8 is S.EEEE.MMM then zeros; an arithmetic shift by one copies the sign into bit 14,
+  // which the mask clears: sign at bit 15, exponent and mantissa at bits 7..13.
+  H h = S::andH(S::template sraiH<1>(S::template slliH<8>(S::widen8to16(p))), S::set1H(static_cast<int16_t>(0xbf80)));
+  // S.1111.111 (NaN) would read as +-480: make it the fp16 quiet NaN 0x7e00 (sign kept), which
+  // converts to the reference's 0x7fc00000 and stays that through the exact scaling below.
+  const auto isNan = S::cmpeqH(S::andH(h, S::set1H(0x7fff)), S::set1H(0x3f80));
+  h = S::selectH(isNan, S::xorH(h, S::set1H(0x3f80 ^ 0x7e00)), h);
+  return S::mul(S::cvtHtoF(h), S::set1(256.0f));
 }
 
 template <class S>
