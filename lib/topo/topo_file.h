@@ -26,8 +26,8 @@ Status readTopologyFile(const std::string& path, NodeTopology* out);
 // What other ranks need of a node, for the all-gather: GPUs with their rails, the usable ports only
 // (rail r = nics[r]) with device, PCI function, port, state, link layer, rate, MTU, NUMA node,
 // netdev, GUIDs, LID and the chosen GID; their distances. Dropped: excluded ports, GID tables,
-// reasons, notes, source, cpulists, rate texts. serializeTopology(compactTopology(t)) is ~1/6 of
-// the full binary form (OCI fixture: ~1.6 KB).
+// reasons, notes, source, cpulists, rate texts. OCI fixture: serializeTopology(compactTopology(t))
+// is ~3.5 KB against ~9.4 KB for the full binary form and ~17 KB for the text file.
 NodeTopology compactTopology(const NodeTopology& topo);
 
 // Binary form: "WEFTTOPO", version, length, payload, FNV-1a hash of the payload.

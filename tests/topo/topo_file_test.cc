@@ -63,6 +63,37 @@ TEST(TopoFile, BinaryRoundTrip) {
   }
 }
 
+TEST(TopoFile, CompactFormForTheAllGather) {
+  for (const NodeTopology& t : samples()) {
+    NodeTopology c = compactTopology(t);
+    ASSERT_TRUE(validateTopology(c));
+    ASSERT_EQ(c.rails.size(), t.rails.size());
+    ASSERT_EQ(c.nics.size(), t.rails.size());
+    for (size_t r = 0; r < c.rails.size(); ++r) {
+      const NicPort& a = c.railPort(static_cast<int>(r));
+      const NicPort& b = t.railPort(static_cast<int>(r));
+      EXPECT_EQ(a.device, b.device);
+      EXPECT_EQ(a.pciBusId, b.pciBusId);
+      EXPECT_EQ(a.port, b.port);
+      EXPECT_EQ(a.gidIndex, b.gidIndex);
+      EXPECT_EQ(a.gid, b.gid);
+      EXPECT_EQ(a.rateMbps, b.rateMbps);
+      EXPECT_EQ(a.rail, static_cast<int>(r));
+      for (size_t g = 0; g < t.gpus.size(); ++g)
+        EXPECT_EQ(c.distance[g][r], t.distance[g][static_cast<size_t>(t.rails[r])]);
+    }
+    for (size_t g = 0; g < t.gpus.size(); ++g) EXPECT_EQ(c.gpus[g].rails, t.gpus[g].rails);
+    std::vector<uint8_t> b = serializeTopology(c);
+    NodeTopology back;
+    ASSERT_TRUE(deserializeTopology(b.data(), b.size(), &back));
+    EXPECT_EQ(back, c);
+    EXPECT_EQ(compactTopology(back), c);
+    if (t.rails.size() == 16) {
+      EXPECT_LT(b.size(), 4000u);  // OCI: 8 GPUs, 16 rails (full binary form: ~9.4 KB)
+    }
+  }
+}
+
 TEST(TopoFile, DumpThenLoadThroughTheEngineEntryPoint) {
   TempDir dir;
   for (const char* fx : {"dgx_h100", "oci_h100"}) {
