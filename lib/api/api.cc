@@ -150,14 +150,24 @@ weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, c
 
 const char* kTypes = "0-11: int8 ... fp8 e5m2";
 
+// The caller may pass any int where an enum is expected (C, ctypes); reading such a value as a C++
+// enum is undefined, so enum parameters are only ever read as their int bits.
+template <typename E>
+int raw(const E& e) {
+  static_assert(sizeof(E) == sizeof(int));
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // Common checks of a collective call; fills esize. Returns weftSuccess to go on.
-weftResult_t checkCommon(const char* call, weftComm_t comm, weftDataType_t datatype, bool hasOp, weftRedOp_t op,
-                         size_t count, size_t factor, size_t* esize) {
+weftResult_t checkCommon(const char* call, weftComm_t comm, int datatype, bool hasOp, int op, size_t count,
+                         size_t factor, size_t* esize) {
   if (comm == nullptr) return argError(call, "comm is NULL");
-  if (static_cast<int>(datatype) < 0 || static_cast<int>(datatype) >= weftNumTypes)
-    return argError(call, "datatype " + std::to_string(static_cast<int>(datatype)) + " is not a weftDataType_t (" + kTypes + ")");
-  if (hasOp && (static_cast<int>(op) < 0 || static_cast<int>(op) >= weftNumOps))
-    return argError(call, "op " + std::to_string(static_cast<int>(op)) + " is not a weftRedOp_t (0-4: sum, prod, max, min, avg)");
+  if (datatype < 0 || datatype >= weftNumTypes)
+    return argError(call, "datatype " + std::to_string(datatype) + " is not a weftDataType_t (" + kTypes + ")");
+  if (hasOp && (op < 0 || op >= weftNumOps))
+    return argError(call, "op " + std::to_string(op) + " is not a weftRedOp_t (0-4: sum, prod, max, min, avg)");
   *esize = weft::typeSize(static_cast<weft::DataType>(datatype));
   if (count > static_cast<size_t>(PTRDIFF_MAX) / *esize / std::max<size_t>(factor, 1))
     return argError(call, "count " + std::to_string(count) + " of " + weft::typeName(static_cast<weft::DataType>(datatype)) +
@@ -202,8 +212,8 @@ weftResult_t submit(const char* call, weftComm_t comm, const weft::engine::OpDes
   return report(comm->impl->run(d), call);
 }
 
-weft::engine::OpDesc makeOp(weft::CollType coll, const void* sendbuff, void* recvbuff, size_t count,
-                            weftDataType_t datatype, weftRedOp_t op, int root) {
+weft::engine::OpDesc makeOp(weft::CollType coll, const void* sendbuff, void* recvbuff, size_t count, int datatype,
+                            int op, int root) {
   weft::engine::OpDesc d;
   d.coll = coll;
   d.sendbuff = sendbuff;
@@ -423,7 +433,7 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
   return guarded("weftAllReduce", [&] {
     const char* call = "weftAllReduce";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, true, op, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), true, raw(op), count, 1, &es);
     if (r != weftSuccess) return r;
     if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
     if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
@@ -431,17 +441,16 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
     if (sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal: use sendbuff == recvbuff for in-place, "
                             "or separate buffers");
-    return submit(call, comm, makeOp(weft::CollType::kAllReduce, sendbuff, recvbuff, count, datatype, op, -1));
+    return submit(call, comm, makeOp(weft::CollType::kAllReduce, sendbuff, recvbuff, count, raw(datatype), raw(op), -1));
   });
 }
 
-WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
-                                    int root, weftComm_t comm, weftStream_t stream) {
-  (void)stream;
-  return guarded("weftBroadcast", [&] {
-    const char* call = "weftBroadcast";
+namespace {
+weftResult_t broadcastImpl(const char* call, const void* sendbuff, void* recvbuff, size_t count, int datatype, int root,
+                           weftComm_t comm) {
+  return guarded(call, [&] {
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, datatype, false, 0, count, 1, &es);
     if (r != weftSuccess || (r = checkRoot(call, comm, root, "root")) != weftSuccess) return r;
     bool isRoot = root == comm->impl->rank();
     if (isRoot && (r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
@@ -449,13 +458,21 @@ WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t
     if (count == 0) return weftSuccess;
     if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kBroadcast, isRoot ? sendbuff : nullptr, recvbuff, count, datatype, weftSum, root));
+    return submit(call, comm, makeOp(weft::CollType::kBroadcast, isRoot ? sendbuff : nullptr, recvbuff, count, datatype, 0, root));
   });
+}
+}  // namespace
+
+WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
+                                    int root, weftComm_t comm, weftStream_t stream) {
+  (void)stream;
+  return broadcastImpl("weftBroadcast", sendbuff, recvbuff, count, raw(datatype), root, comm);
 }
 
 WEFT_API weftResult_t weftBcast(void* buff, size_t count, weftDataType_t datatype, int root, weftComm_t comm,
                                 weftStream_t stream) {
-  return weftBroadcast(buff, buff, count, datatype, root, comm, stream);
+  (void)stream;
+  return broadcastImpl("weftBcast", buff, buff, count, raw(datatype), root, comm);
 }
 
 WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
@@ -464,7 +481,7 @@ WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t co
   return guarded("weftReduce", [&] {
     const char* call = "weftReduce";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, true, op, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), true, raw(op), count, 1, &es);
     if (r != weftSuccess || (r = checkRoot(call, comm, root, "root")) != weftSuccess) return r;
     bool isRoot = root == comm->impl->rank();
     if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
@@ -472,7 +489,7 @@ WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t co
     if (count == 0) return weftSuccess;
     if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kReduce, sendbuff, isRoot ? recvbuff : nullptr, count, datatype, op, root));
+    return submit(call, comm, makeOp(weft::CollType::kReduce, sendbuff, isRoot ? recvbuff : nullptr, count, raw(datatype), raw(op), root));
   });
 }
 
@@ -482,7 +499,7 @@ WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t
   return guarded("weftAllGather", [&] {
     const char* call = "weftAllGather";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, sendcount, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), false, 0, sendcount, 1, &es);
     if (r != weftSuccess) return r;
     size_t n = static_cast<size_t>(comm->impl->nranks());
     if (sendcount > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "sendcount * nranks overflows");
@@ -493,7 +510,7 @@ WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t
     const char* inPlace = static_cast<const char*>(recvbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
     if (sendbuff != inPlace && overlaps(sendbuff, bytes, recvbuff, bytes * n))
       return argError(call, "sendbuff overlaps recvbuff without being in place (in place is sendbuff == recvbuff + rank * sendcount)");
-    return submit(call, comm, makeOp(weft::CollType::kAllGather, sendbuff, recvbuff, sendcount, datatype, weftSum, -1));
+    return submit(call, comm, makeOp(weft::CollType::kAllGather, sendbuff, recvbuff, sendcount, raw(datatype), 0, -1));
   });
 }
 
@@ -504,7 +521,7 @@ WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, si
   return guarded("weftReduceScatter", [&] {
     const char* call = "weftReduceScatter";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, true, op, recvcount, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), true, raw(op), recvcount, 1, &es);
     if (r != weftSuccess) return r;
     size_t n = static_cast<size_t>(comm->impl->nranks());
     if (recvcount > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "recvcount * nranks overflows");
@@ -515,7 +532,7 @@ WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, si
     const char* inPlace = static_cast<const char*>(sendbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
     if (recvbuff != inPlace && overlaps(sendbuff, bytes * n, recvbuff, bytes))
       return argError(call, "recvbuff overlaps sendbuff without being in place (in place is recvbuff == sendbuff + rank * recvcount)");
-    return submit(call, comm, makeOp(weft::CollType::kReduceScatter, sendbuff, recvbuff, recvcount, datatype, op, -1));
+    return submit(call, comm, makeOp(weft::CollType::kReduceScatter, sendbuff, recvbuff, recvcount, raw(datatype), raw(op), -1));
   });
 }
 
@@ -525,7 +542,7 @@ WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t 
   return guarded("weftAlltoAll", [&] {
     const char* call = "weftAlltoAll";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), false, 0, count, 1, &es);
     if (r != weftSuccess) return r;
     size_t n = static_cast<size_t>(comm->impl->nranks());
     if (count > static_cast<size_t>(PTRDIFF_MAX) / es / n) return argError(call, "count * nranks overflows");
@@ -534,7 +551,7 @@ WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t 
     if (count == 0) return weftSuccess;
     if (sendbuff != recvbuff && overlaps(sendbuff, count * es * n, recvbuff, count * es * n))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kAlltoAll, sendbuff, recvbuff, count, datatype, weftSum, -1));
+    return submit(call, comm, makeOp(weft::CollType::kAlltoAll, sendbuff, recvbuff, count, raw(datatype), 0, -1));
   });
 }
 
@@ -542,7 +559,7 @@ WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream) {
   return guarded("weftBarrier", [&] {
     const char* call = "weftBarrier";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, weftUint8, false, weftSum, 1, 1, &es);
+    weftResult_t r = checkCommon(call, comm, weftUint8, false, 0, 1, 1, &es);
     if (r != weftSuccess) return r;
     if (tlsGroupDepth > 0) return argError(call, "weftBarrier cannot be part of a group");
     (void)stream;
@@ -557,11 +574,11 @@ WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_
   return guarded("weftSend", [&] {
     const char* call = "weftSend";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), false, 0, count, 1, &es);
     if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
     if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
     if (count == 0) return weftSuccess;
-    return submit(call, comm, makeOp(weft::CollType::kSend, sendbuff, nullptr, count, datatype, weftSum, peer));
+    return submit(call, comm, makeOp(weft::CollType::kSend, sendbuff, nullptr, count, raw(datatype), 0, peer));
   });
 }
 
@@ -571,11 +588,11 @@ WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t data
   return guarded("weftRecv", [&] {
     const char* call = "weftRecv";
     size_t es;
-    weftResult_t r = checkCommon(call, comm, datatype, false, weftSum, count, 1, &es);
+    weftResult_t r = checkCommon(call, comm, raw(datatype), false, 0, count, 1, &es);
     if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
     if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
     if (count == 0) return weftSuccess;
-    return submit(call, comm, makeOp(weft::CollType::kRecv, nullptr, recvbuff, count, datatype, weftSum, peer));
+    return submit(call, comm, makeOp(weft::CollType::kRecv, nullptr, recvbuff, count, raw(datatype), 0, peer));
   });
 }
 
