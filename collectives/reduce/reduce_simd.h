@@ -1,8 +1,9 @@
 // The SIMD reduction kernels, written once over an instruction-set struct S (Avx2 in
 // reduce_avx2.cc, Avx512 in reduce_avx512.cc) that wraps the intrinsics: vector types F (fp32
 // lanes), D (fp64 lanes), I (integer bits), their compare-mask types, and the few operations the
-// kernels need. Every kernel computes exactly what the scalar reference in reduce.cc computes
-// (same conversions, same op definitions), lane by lane.
+// kernels need. Every kernel gives, lane by lane, the bits the scalar reference in reduce.cc gives
+// (the same op definitions; conversions by the same formulas or by hardware ones shown equal
+// below), except the payload of a NaN made from two NaNs, which the semantics leave open.
 //
 // Not a normal header: each ISA file includes it once, inside an anonymous namespace and inside
 // its target region (#pragma GCC target / clang attribute), after <immintrin.h>, <cstring>,
