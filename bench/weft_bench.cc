@@ -1,16 +1,22 @@
 // weft-bench: an nccl-tests-compatible benchmark for weft, written against the public C API only.
 //
-//   weft-bench all_reduce [-b minbytes] [-e maxbytes] [-f factor | -i step] [-n iters] [-w warmup]
-//                         [-c checks] [-d type|all] [-o op|all] [-z blocking] [--ranks N] ...
+//   weft-bench <coll> [-b minbytes] [-e maxbytes] [-f factor | -i step] [-n iters] [-w warmup]
+//                     [-c checks] [-d type|all] [-o op|all] [-r root|all] [-z blocking] [--ranks N]
+//                     [--compare mpi] ...
+//   coll: all_reduce all_gather reduce_scatter broadcast reduce alltoall sendrecv
 //
-// The process started by the user is the launcher: it creates the bootstrap id (which runs the
-// rendezvous in this process), then fork+execs itself N times in a hidden worker mode that carries
-// rank, nranks and the id (hex) on the command line, and waits for them. Rank 0 prints the table
-// in nccl-tests' layout. `weft-bench --help` lists the flags.
+// Without a launcher, the process started by the user is the launcher: it creates the bootstrap id
+// (which runs the rendezvous in this process), then fork+execs itself N times in a hidden worker
+// mode that carries rank, nranks and the id (hex) on the command line, and waits for them. Under a
+// launcher (mpirun, srun, torchrun, or WEFT_RANK/WEFT_NRANKS) every process is one rank and joins
+// through weftCommInitFromEnv. Rank 0 prints the table in nccl-tests' layout. `--compare mpi` first
+// times the same operations with Open MPI (bench/mpi/weft_mpi_bench.c under mpirun) and adds its
+// time and the ratio to each row. `weft-bench --help` lists the flags.
 #include <weft/weft.h>
 
 #include "weft_bench_data.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -23,6 +29,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -35,9 +44,66 @@ constexpr const char* kWorkerFlag = "--weft-bench-worker";
 constexpr int kExitWrong = 1;   // wrong results
 constexpr int kExitError = 2;   // usage or weft error
 constexpr int kGraceSeconds = 10;
+constexpr const char* kMpiHelperName = "weft-mpi-bench";
+
+// The collectives, with nccl-tests' names.
+enum class Coll { AllReduce, AllGather, ReduceScatter, Broadcast, Reduce, AllToAll, SendRecv };
+struct CollDesc {
+  Coll coll;
+  const char* name;
+  bool reduces;  // takes -o (else the redop column prints "none")
+  bool rooted;   // takes -r (else the root column prints -1)
+};
+const CollDesc kColls[] = {
+    {Coll::AllReduce, "all_reduce", true, false},   {Coll::AllGather, "all_gather", false, false},
+    {Coll::ReduceScatter, "reduce_scatter", true, false}, {Coll::Broadcast, "broadcast", false, true},
+    {Coll::Reduce, "reduce", true, true},           {Coll::AllToAll, "alltoall", false, false},
+    {Coll::SendRecv, "sendrecv", false, false},
+};
+
+// nccl-tests' binary names (all_reduce_perf ...) are accepted too.
+const CollDesc* findColl(std::string_view name) {
+  if (name.size() > 5 && name.substr(name.size() - 5) == "_perf") name.remove_suffix(5);
+  for (const CollDesc& c : kColls) {
+    if (name == c.name) return &c;
+  }
+  return nullptr;
+}
+
+// Element counts of one row, nccl-tests' rules: all_gather, reduce_scatter and alltoall split the
+// requested size (the whole array) over the ranks, rounded down to a multiple of 16 bytes per rank.
+struct Counts {
+  size_t param = 0;  // the count passed to weft (and printed)
+  size_t send = 0;   // elements in sendbuff
+  size_t recv = 0;   // elements in recvbuff
+};
+
+Counts countsFor(Coll c, size_t bytes, size_t typeSize, int nranks) {
+  const size_t count = bytes / typeSize;
+  const size_t n = static_cast<size_t>(nranks);
+  const size_t base = (count / n) & ~(16 / typeSize - 1);
+  switch (c) {
+    case Coll::AllGather: return {base, base, base * n};
+    case Coll::ReduceScatter: return {base, base * n, base};
+    case Coll::AllToAll: return {base, base * n, base * n};
+    default: return {count, count, count};
+  }
+}
+
+// busbw = algbw x factor (nccl-tests' *GetBw).
+double busFactor(Coll c, int n) {
+  switch (c) {
+    case Coll::AllReduce: return 2.0 * (n - 1) / n;
+    case Coll::AllGather:
+    case Coll::ReduceScatter:
+    case Coll::AllToAll: return static_cast<double>(n - 1) / n;
+    default: return 1.0;
+  }
+}
 
 struct Options {
   std::string collective;
+  const CollDesc* coll = nullptr;
   size_t minBytes = 8;
   size_t maxBytes = size_t{64} << 20;
   size_t stepBytes = size_t{1} << 20;
@@ -51,6 +117,10 @@ struct Options {
   int blocking = 0;
   int average = 1;
   int ranks = 2;
+  bool ranksGiven = false;
+  int root = 0;
+  bool rootAll = false;
+  bool compareMpi = false;
   long timeoutS = 0;
   std::vector<const TypeDesc*> types;
   std::vector<const OpDesc*> ops;
@@ -58,10 +128,13 @@ struct Options {
 
 void usage(FILE* out) {
   std::fprintf(out,
-      "usage: weft-bench all_reduce [flags]\n"
+      "usage: weft-bench <collective> [flags]\n"
+      "  collective: all_reduce all_gather reduce_scatter broadcast reduce alltoall sendrecv\n"
       "\n"
       "nccl-tests-compatible benchmark for weft. Spawns --ranks local processes (no launcher\n"
-      "needed); rank 0 prints the table. Host buffers (there is no GPU support yet).\n"
+      "needed), or, under mpirun/srun/torchrun (or with WEFT_RANK/WEFT_NRANKS set), runs as one\n"
+      "rank of the launcher's job (weftCommInitFromEnv); rank 0 prints the table. Host buffers\n"
+      "(there is no GPU support yet).\n"
       "\n"
       "  -b, --minbytes <n>        smallest size in bytes, suffix K/M/G (default 8)\n"
       "  -e, --maxbytes <n>        largest size in bytes, suffix K/M/G (default 64M)\n"
@@ -78,10 +151,15 @@ void usage(FILE* out) {
       "  -z, --blocking <0-3>      1, 3: barrier after each iteration, not timed (default 0;\n"
       "                            host buffers always complete before the call returns)\n"
       "  -a, --average <0-3>       time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)\n"
-      "  -r, --root <r>            accepted for compatibility; all_reduce has no root\n"
+      "  -r, --root <r|all>        root of broadcast and reduce, or all = every rank in turn\n"
+      "                            (default 0; ignored by the collectives without a root)\n"
       "  -t, --nthreads 1, -g, --ngpus 1   accepted for compatibility (only 1)\n"
       "  -T, --timeout <s>         kill the ranks and fail after s seconds (default 0 = none)\n"
-      "      --ranks <n>           number of local ranks to spawn (default 2)\n"
+      "      --ranks <n>           number of local ranks to spawn (default 2); giving it spawns\n"
+      "                            local ranks even under a launcher\n"
+      "      --compare mpi         also time the same operations with Open MPI (mpirun -np N\n"
+      "                            --mca btl tcp,self; needs the weft-mpi-bench helper) and print\n"
+      "                            its time and weft/mpi per row (spawned ranks only)\n"
       "  -h, --help                this text\n"
       "\n"
       "Exit status: 0 all results correct, 1 wrong results, 2 usage or weft error (or a rank\n"
@@ -147,18 +225,19 @@ size_t sizeArg(const char* flag, const char* arg) {
 
 Options parseOptions(int argc, char** argv) {
   Options o;
-  if (argc < 2) usageError("missing the collective: weft-bench all_reduce [flags]");
+  if (argc < 2) usageError("missing the collective: weft-bench <collective> [flags]");
   if (!std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     usage(stdout);
     std::exit(0);
   }
-  if (argv[1][0] == '-') usageError("the first argument must be the collective (all_reduce)");
-  o.collective = argv[1];
-  if (o.collective != "all_reduce" && o.collective != "all_reduce_perf") {
-    usageError("unknown collective '" + o.collective + "': only all_reduce is supported");
-  }
+  static const char* kCollList =
+      "all_reduce all_gather reduce_scatter broadcast reduce alltoall sendrecv";
+  if (argv[1][0] == '-') usageError(std::string("the first argument must be the collective (") + kCollList + ")");
+  o.coll = findColl(argv[1]);
+  if (!o.coll) usageError(std::string("unknown collective '") + argv[1] + "' (" + kCollList + ")");
+  o.collective = o.coll->name;
 
-  enum { kRanks = 1000 };
+  enum { kRanks = 1000, kCompare };
   static const option longOpts[] = {
       {"minbytes", required_argument, nullptr, 'b'},
       {"maxbytes", required_argument, nullptr, 'e'},
@@ -177,6 +256,7 @@ Options parseOptions(int argc, char** argv) {
       {"ngpus", required_argument, nullptr, 'g'},
       {"timeout", required_argument, nullptr, 'T'},
       {"ranks", required_argument, nullptr, kRanks},
+      {"compare", required_argument, nullptr, kCompare},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -203,7 +283,8 @@ Options parseOptions(int argc, char** argv) {
       case 'z': o.blocking = intArg("-z/--blocking", optarg, 0, 3); break;
       case 'a': o.average = intArg("-a/--average", optarg, 0, 3); break;
       case 'r':
-        if (std::strcmp(optarg, "all") != 0) intArg("-r/--root", optarg, 0, 1 << 30);
+        o.rootAll = std::strcmp(optarg, "all") == 0;
+        if (!o.rootAll) o.root = intArg("-r/--root", optarg, 0, 1 << 30);
         break;
       case 't':
         intArg("-t/--nthreads", optarg, 1, 1);
@@ -212,7 +293,13 @@ Options parseOptions(int argc, char** argv) {
         intArg("-g/--ngpus", optarg, 1, 1);
         break;
       case 'T': o.timeoutS = intArg("-T/--timeout", optarg, 0, 1 << 30); break;
-      case kRanks: o.ranks = intArg("--ranks", optarg, 1, 4096); break;
+      case kRanks: o.ranks = intArg("--ranks", optarg, 1, 4096); o.ranksGiven = true; break;
+      case kCompare:
+        if (std::strcmp(optarg, "mpi") != 0) {
+          usageError(std::string("--compare: unknown peer '") + optarg + "' (only mpi)");
+        }
+        o.compareMpi = true;
+        break;
       case 'h': usage(stdout); std::exit(0);
       case ':':
         usageError(std::string("option '") + subArgv[optind - 1] + "' needs a value");
@@ -251,6 +338,453 @@ Options parseOptions(int argc, char** argv) {
     usageError("-o/--op: unknown op '" + opArg + "' (sum prod max min avg all)");
   }
   return o;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Worker
+
+weftComm_t gComm = nullptr;
+int gRank = -1, gNranks = 0;
+
+[[noreturn]] void weftFailed(const char* expr, weftResult_t r) {
+  const char* paren = std::strchr(expr, '(');
+  const int len = paren ? static_cast<int>(paren - expr) : static_cast<int>(std::strlen(expr));
+  std::fprintf(stderr, "weft-bench: %.*s failed: %s — %s (rank %d of %d)\n", len, expr,
+               weftGetErrorString(r), weftGetLastError(gComm), gRank, gNranks);
+  std::fflush(stderr);
+  if (gComm) {
+    weftCommAbort(gComm);  // so the peers fail fast instead of waiting for a timeout
+    gComm = nullptr;
+  }
+  std::exit(kExitError);
+}
+
+#define WB_CHECK(call)                                   \
+  do {                                                   \
+    const weftResult_t wbRes_ = (call);                  \
+    if (wbRes_ != weftSuccess) weftFailed(#call, wbRes_); \
+  } while (0)
+
+void barrier() {
+  int32_t one = 1;
+  WB_CHECK(weftAllReduce(&one, &one, 1, weftInt32, weftSum, gComm, nullptr));
+}
+
+// nccl-tests' number style: 2 decimals, then 1, then 0, then exponent form, to fit the width.
+std::string fmtNum(double v, int width) {
+  char buf[64];
+  for (int prec = 2; prec >= 0; --prec) {
+    std::snprintf(buf, sizeof(buf), "%.*f", prec, v);
+    if (static_cast<int>(std::strlen(buf)) <= width) return buf;
+  }
+  std::snprintf(buf, sizeof(buf), "%.*e", std::max(0, width - 6), v);
+  return buf;
+}
+
+void* allocBuffer(size_t bytes) {
+  const size_t align = 4096;
+  const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
+  void* p = std::aligned_alloc(align, rounded);
+  if (!p) {
+    std::fprintf(stderr, "weft-bench: cannot allocate %zu bytes (rank %d); lower -e/--maxbytes\n",
+                 rounded, gRank);
+    std::exit(kExitError);
+  }
+  std::memset(p, 0, rounded);
+  return p;
+}
+
+struct Cell {
+  double usec = 0, algbw = 0, busbw = 0;
+  uint64_t wrong = 0;
+};
+
+// One (collective, type, op, root) series of rows.
+struct Variant {
+  const CollDesc* c;
+  const TypeDesc* t;
+  const OpDesc* op;     // the op passed to reducing collectives; the data generator's op
+  const char* opName;   // printed: the op, or "none"
+  int root;             // -1 when the collective has no root
+};
+
+// One operation on the communicator. sendrecv: each rank sends to rank+1 and receives from rank-1
+// inside one group, as nccl-tests' sendrecv does.
+void runOp(const Variant& v, const void* sbuf, void* rbuf, size_t count) {
+  const weftDataType_t dt = v.t->type;
+  switch (v.c->coll) {
+    case Coll::AllReduce:
+      WB_CHECK(weftAllReduce(sbuf, rbuf, count, dt, v.op->op, gComm, nullptr));
+      break;
+    case Coll::AllGather: WB_CHECK(weftAllGather(sbuf, rbuf, count, dt, gComm, nullptr)); break;
+    case Coll::ReduceScatter:
+      WB_CHECK(weftReduceScatter(sbuf, rbuf, count, dt, v.op->op, gComm, nullptr));
+      break;
+    case Coll::Broadcast: WB_CHECK(weftBroadcast(sbuf, rbuf, count, dt, v.root, gComm, nullptr)); break;
+    case Coll::Reduce:
+      WB_CHECK(weftReduce(sbuf, rbuf, count, dt, v.op->op, v.root, gComm, nullptr));
+      break;
+    case Coll::AllToAll: WB_CHECK(weftAlltoAll(sbuf, rbuf, count, dt, gComm, nullptr)); break;
+    case Coll::SendRecv: {
+      const int next = (gRank + 1) % gNranks, prev = (gRank + gNranks - 1) % gNranks;
+      WB_CHECK(weftGroupStart());
+      WB_CHECK(weftSend(sbuf, count, dt, next, gComm, nullptr));
+      WB_CHECK(weftRecv(rbuf, count, dt, prev, gComm, nullptr));
+      WB_CHECK(weftGroupEnd());
+      break;
+    }
+  }
+}
+
+// -m > 1: the operations of one iteration go in one group, as nccl-tests does.
+void runIteration(const Options& o, const Variant& v, const void* sbuf, void* rbuf, size_t count) {
+  if (o.aggIters > 1) WB_CHECK(weftGroupStart());
+  for (int a = 0; a < o.aggIters; ++a) runOp(v, sbuf, rbuf, count);
+  if (o.aggIters > 1) WB_CHECK(weftGroupEnd());
+}
+
+std::vector<size_t> sizeList(const Options& o) {
+  std::vector<size_t> sizes;
+  for (size_t s = o.minBytes; s <= o.maxBytes;) {
+    sizes.push_back(s);
+    const size_t next = o.stepFactor > 1 ? s * static_cast<size_t>(o.stepFactor) : s + o.stepBytes;
+    if (next <= s) break;  // overflow
+    s = next;
+  }
+  return sizes;
+}
+
+// The roots a rooted collective runs with (-r r, or every rank with -r all); {-1} otherwise.
+std::vector<int> rootList(const Options& o, int nranks) {
+  if (!o.coll->rooted) return {-1};
+  if (!o.rootAll) return {o.root};
+  std::vector<int> roots;
+  for (int r = 0; r < nranks; ++r) roots.push_back(r);
+  return roots;
+}
+
+std::vector<Variant> variantList(const Options& o, int nranks) {
+  std::vector<Variant> vs;
+  for (const TypeDesc* t : o.types) {
+    if (o.coll->reduces) {
+      for (const OpDesc* op : o.ops) {
+        for (int root : rootList(o, nranks)) vs.push_back({o.coll, t, op, op->name, root});
+      }
+    } else {
+      for (int root : rootList(o, nranks)) vs.push_back({o.coll, t, &dataOnlyOp(), "none", root});
+    }
+  }
+  return vs;
+}
+
+// Open MPI's times from weft-mpi-bench (lines "R <type> <op> <root> <count> <usec or ->").
+struct MpiTimes {
+  std::vector<std::string> comments;           // its '#' lines, printed in the header
+  std::map<std::string, std::string> usec;     // "<type> <op> <root> <count>" -> usec
+};
+
+std::string mpiKey(const std::string& type, const std::string& op, int root, size_t count) {
+  return type + " " + op + " " + std::to_string(root) + " " + std::to_string(count);
+}
+
+MpiTimes readMpiTimes(const std::string& path) {
+  MpiTimes m;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("#", 0) == 0) {
+      m.comments.push_back(line);
+      continue;
+    }
+    std::istringstream ls(line);
+    std::string tag, type, op, usec;
+    int root = 0;
+    size_t count = 0;
+    if (ls >> tag >> type >> op >> root >> count >> usec && tag == "R") {
+      m.usec[mpiKey(type, op, root, count)] = usec;
+    }
+  }
+  return m;
+}
+
+// Buffers of one rank, each -e bytes.
+struct Buffers {
+  char* send;
+  char* recv;
+  char* pristine;  // this rank's inputs for the largest size (a prefix serves every row)
+  char* expected;  // the expected output of the current row (or a prefix that serves every row)
+};
+
+// The expected output of one row, from the independent host computation. For all_reduce, reduce,
+// broadcast and sendrecv the expected output of the largest size is a prefix of every row's and
+// was filled once per variant (rowDependent false).
+bool rowDependent(Coll c) {
+  return c == Coll::AllGather || c == Coll::ReduceScatter || c == Coll::AllToAll;
+}
+
+void fillVariantExpected(const Variant& v, char* expected, size_t maxElems, int rank, int n) {
+  const TypeDesc& t = *v.t;
+  switch (v.c->coll) {
+    case Coll::AllReduce:
+    case Coll::Reduce: fillExpectedRange(expected, 0, maxElems, t, *v.op, n); break;
+    case Coll::Broadcast: fillInputRange(expected, 0, maxElems, t, *v.op, v.root, n); break;
+    case Coll::SendRecv: fillInputRange(expected, 0, maxElems, t, *v.op, (rank + n - 1) % n, n); break;
+    default: break;
+  }
+}
+
+void fillRowExpected(const Variant& v, char* expected, const Counts& k, int rank, int n) {
+  const TypeDesc& t = *v.t;
+  const size_t c = k.param, es = t.size;
+  switch (v.c->coll) {
+    case Coll::AllGather:  // block q = rank q's first c inputs
+      for (int q = 0; q < n; ++q) fillInputRange(expected + q * c * es, 0, c, t, *v.op, q, n);
+      break;
+    case Coll::ReduceScatter:  // our block of the reduction of the whole array
+      fillExpectedRange(expected, static_cast<size_t>(rank) * c, c, t, *v.op, n);
+      break;
+    case Coll::AllToAll:  // block q = what rank q sent to us: its block number `rank`
+      for (int q = 0; q < n; ++q) {
+        fillInputRange(expected + q * c * es, static_cast<size_t>(rank) * c, c, t, *v.op, q, n);
+      }
+      break;
+    default: break;
+  }
+}
+
+// Where an in-place operation reads and writes (nccl-tests' offsets): all_gather sends from
+// recvbuff + rank*count, reduce_scatter receives at sendbuff + rank*recvcount, the others use one
+// buffer.
+void inPlacePointers(Coll c, char* recv, size_t count, size_t es, int rank, char** sbuf, char** rbuf) {
+  *sbuf = *rbuf = recv;
+  if (c == Coll::AllGather) *sbuf = recv + static_cast<size_t>(rank) * count * es;
+  if (c == Coll::ReduceScatter) *rbuf = recv + static_cast<size_t>(rank) * count * es;
+}
+
+void fillComplement(char* dst, const char* src, size_t bytes) {
+  for (size_t b = 0; b < bytes; ++b) dst[b] = static_cast<char>(~src[b]);
+}
+
+int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
+              const std::string& mpiTimesPath) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  gRank = rank;
+  gNranks = nranks;
+  if (id) {
+    WB_CHECK(weftCommInitRank(&gComm, nranks, *id, rank));
+  } else {
+    // Under a launcher: rank, size and rendezvous from its environment.
+    WB_CHECK(weftCommInitFromEnv(&gComm, nullptr));
+    WB_CHECK(weftCommUserRank(gComm, &gRank));
+    WB_CHECK(weftCommCount(gComm, &gNranks));
+    rank = gRank;
+    nranks = gNranks;
+  }
+  const bool print = rank == 0;
+  if (o.coll->rooted && !o.rootAll && o.root >= nranks) {
+    if (print) {
+      std::fprintf(stderr, "weft-bench: -r/--root %d is not a rank of the %d-rank communicator\n",
+                   o.root, nranks);
+    }
+    WB_CHECK(weftCommDestroy(gComm));
+    return kExitError;
+  }
+
+  int version = 0;
+  WB_CHECK(weftGetVersion(&version));
+  MpiTimes mpi;
+  const bool compare = !mpiTimesPath.empty() && mpiTimesPath != "-";
+  if (compare && print) mpi = readMpiTimes(mpiTimesPath);
+  if (print) {
+    std::printf("# weft-bench version %d.%d.%d weft-headers=%d weft-library=%d\n", WEFT_MAJOR,
+                WEFT_MINOR, WEFT_PATCH, WEFT_VERSION_CODE, version);
+    std::printf("# Collective test starting: %s\n", o.collective.c_str());
+    std::printf("# nThread 1 nGpus 1 minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
+                "iters: %d agg iters: %d validation: %d graph: 0 unalign: 0\n",
+                o.minBytes, o.maxBytes, o.stepFactor > 1 ? static_cast<size_t>(o.stepFactor) : o.stepBytes,
+                o.stepFactor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.aggIters, o.check);
+    if (o.blocking == 1 || o.blocking == 3) {
+      std::printf("#\n# Blocking Enabled: barrier after each iteration (not timed)\n");
+    }
+    if (compare) {
+      std::printf("#\n# --compare mpi: mpi(us) = Open MPI's time per operation, out-of-place, same sizes,\n"
+                  "# iterations and -a rule; weft/mpi = weft's out-of-place time / MPI's (< 1: weft faster)\n");
+      for (const std::string& line : mpi.comments) std::printf("%s\n", line.c_str());
+    }
+    std::printf("#\n# Using devices\n");
+  }
+
+  // Who is where: each rank fills its slot, a sum all-reduce gathers them.
+  constexpr size_t kHostLen = 64;
+  std::vector<int64_t> pids(nranks, 0);
+  std::vector<uint8_t> hosts(nranks * kHostLen, 0);
+  pids[rank] = getpid();
+  char host[kHostLen] = {};
+  gethostname(host, kHostLen - 1);
+  std::memcpy(&hosts[rank * kHostLen], host, kHostLen - 1);
+  WB_CHECK(weftAllReduce(pids.data(), pids.data(), pids.size(), weftInt64, weftSum, gComm, nullptr));
+  WB_CHECK(weftAllReduce(hosts.data(), hosts.data(), hosts.size(), weftUint8, weftSum, gComm, nullptr));
+  if (print) {
+    for (int r = 0; r < nranks; ++r) {
+      std::printf("#  Rank %2d Group  0 Pid %6d on %10s device -1 [cpu] host memory (no GPU)\n", r,
+                  static_cast<int>(pids[r]), reinterpret_cast<const char*>(&hosts[r * kHostLen]));
+    }
+    std::printf("#\n");
+    std::printf("#                                                              out-of-place"
+                "                       in-place%s\n", compare ? "          vs MPI" : "");
+    std::printf("#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s", "size",
+                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
+                "algbw", "busbw", "#wrong");
+    if (compare) std::printf("  %9s  %8s", "mpi", "weft/mpi");
+    std::printf("\n#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s", "(B)",
+                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)");
+    if (compare) std::printf("  %6s  %9s", "", "(us)");
+    std::printf("\n");
+  }
+
+  Buffers buf;
+  buf.send = static_cast<char*>(allocBuffer(o.maxBytes));
+  buf.recv = static_cast<char*>(allocBuffer(o.maxBytes));
+  buf.pristine = static_cast<char*>(allocBuffer(o.maxBytes));
+  buf.expected = o.check ? static_cast<char*>(allocBuffer(o.maxBytes)) : nullptr;
+  const std::vector<size_t> sizes = sizeList(o);
+  const Coll coll = o.coll->coll;
+  const double factor = nranks > 1 || coll != Coll::AllReduce ? busFactor(coll, nranks) : 0.0;
+
+  uint64_t totalWrong = 0;
+  double bwSum = 0;
+  size_t bwCells = 0;
+  using Clock = std::chrono::steady_clock;
+
+  for (const Variant& v : variantList(o, nranks)) {
+    const TypeDesc& t = *v.t;
+    const size_t es = t.size;
+    const size_t maxElems = o.maxBytes / es;
+    // This rank's inputs (non-root ranks of broadcast too: their sendbuff must not matter).
+    fillInputRange(buf.pristine, 0, maxElems, t, *v.op, rank, nranks);
+    if (o.check) fillVariantExpected(v, buf.expected, maxElems, rank, nranks);
+    std::memcpy(buf.send, buf.pristine, maxElems * es);
+    const bool outputChecked = !(coll == Coll::Reduce && rank != v.root);  // reduce: root only
+
+    // Warm-up at the largest and the smallest size (connections, staging buffers, caches).
+    for (size_t warmBytes : {o.maxBytes, o.minBytes}) {
+      const Counts k = countsFor(coll, warmBytes, es, nranks);
+      for (int w = 0; w < o.warmup; ++w) runOp(v, buf.send, buf.recv, k.param);
+    }
+
+    for (size_t size : sizes) {
+      const Counts k = countsFor(coll, size, es, nranks);
+      const size_t sendBytes = k.send * es, recvBytes = k.recv * es;
+      const size_t bytes = std::max(sendBytes, recvBytes);  // the size column
+      if (o.check && rowDependent(coll)) fillRowExpected(v, buf.expected, k, rank, nranks);
+      Cell cells[2];
+      for (int inPlace = 0; inPlace < 2; ++inPlace) {
+        Cell& cell = cells[inPlace];
+        char* sbuf = buf.send;
+        char* rbuf = buf.recv;
+        if (inPlace) {
+          inPlacePointers(coll, buf.recv, k.param, es, rank, &sbuf, &rbuf);
+          std::memcpy(sbuf, buf.pristine, sendBytes);
+        }
+        barrier();
+        double seconds = 0;
+        if (o.blocking == 1 || o.blocking == 3) {
+          for (int it = 0; it < o.iters; ++it) {
+            const auto t0 = Clock::now();
+            runIteration(o, v, sbuf, rbuf, k.param);
+            seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+            barrier();
+          }
+        } else {
+          const auto t0 = Clock::now();
+          for (int it = 0; it < o.iters; ++it) runIteration(o, v, sbuf, rbuf, k.param);
+          seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        }
+        const double ops = static_cast<double>(o.iters) * o.aggIters;
+        double perOp = ops > 0 ? seconds / ops : 0.0;
+        // Combine the time across ranks (-a): 0 rank 0, 1 average, 2 min, 3 max.
+        weftRedOp_t combine = weftSum;
+        if (o.average == 0 && rank != 0) perOp = 0;
+        if (o.average == 2) combine = weftMin;
+        if (o.average == 3) combine = weftMax;
+        WB_CHECK(weftAllReduce(&perOp, &perOp, 1, weftFloat64, combine, gComm, nullptr));
+        if (o.average == 1) perOp /= nranks;
+        cell.usec = perOp * 1e6;
+        cell.algbw = perOp > 0 ? static_cast<double>(bytes) / 1e9 / perOp : 0.0;
+        cell.busbw = cell.algbw * factor;
+
+        // Check: fresh inputs each time; the output starts as the complement of the expected
+        // result (where it is not also the input), so an untouched element can never pass.
+        uint64_t wrong = 0;
+        for (int c = 0; c < o.check; ++c) {
+          if (!inPlace) {
+            std::memcpy(buf.send, buf.pristine, sendBytes);
+            fillComplement(buf.recv, buf.expected, recvBytes);
+          } else if (coll == Coll::AllGather) {
+            fillComplement(buf.recv, buf.expected, recvBytes);
+            std::memcpy(sbuf, buf.pristine, sendBytes);
+          } else if (coll == Coll::Broadcast && rank != v.root) {
+            fillComplement(buf.recv, buf.expected, recvBytes);  // its input is never read
+          } else {
+            std::memcpy(sbuf, buf.pristine, sendBytes);
+          }
+          runOp(v, sbuf, rbuf, k.param);
+          if (outputChecked) wrong += countMismatches(rbuf, buf.expected, k.recv, es);
+          if (!inPlace) wrong += countMismatches(buf.send, buf.pristine, k.send, es);  // input kept
+        }
+        if (o.check) {
+          WB_CHECK(weftAllReduce(&wrong, &wrong, 1, weftUint64, weftSum, gComm, nullptr));
+        }
+        cell.wrong = wrong;
+        totalWrong += wrong;
+        bwSum += cell.busbw;
+        ++bwCells;
+      }
+      // The out-of-place send buffer must hold the inputs for the next size's timing.
+      std::memcpy(buf.send, buf.pristine, sendBytes);
+      if (print) {
+        std::printf("%12zu  %12zu  %8s  %6s  %6d", bytes, k.param, t.name, v.opName, v.root);
+        for (const Cell& cell : cells) {
+          std::printf("  %7s  %6s  %6s", fmtNum(cell.usec, 7).c_str(), fmtNum(cell.algbw, 6).c_str(),
+                      fmtNum(cell.busbw, 6).c_str());
+          if (o.check) {
+            std::printf("  %6g", static_cast<double>(cell.wrong));
+          } else {
+            std::printf("  %6s", "N/A");
+          }
+        }
+        if (compare) {
+          const auto it = mpi.usec.find(mpiKey(t.name, v.opName, v.root, k.param));
+          double mpiUs = 0;
+          if (it == mpi.usec.end() || !(std::istringstream(it->second) >> mpiUs) || mpiUs <= 0) {
+            std::printf("  %9s  %8s", "-", "-");  // MPI has no such type/op (half, avg, ...)
+          } else {
+            std::printf("  %9s  %8s", fmtNum(mpiUs, 9).c_str(), fmtNum(cells[0].usec / mpiUs, 8).c_str());
+          }
+        }
+        std::printf("\n");
+      }
+    }
+  }
+
+  size_t staging = 0;
+  WB_CHECK(weftCommMemStats(gComm, &staging));
+  if (print) {
+    std::printf("# weft staging bytes held: %zu\n", staging);
+    std::printf("# %-20s : %llu %s\n", "Out of bounds values",
+                static_cast<unsigned long long>(totalWrong), totalWrong ? "FAILED" : "OK");
+    std::printf("# %-20s : %g\n", "Avg bus bandwidth", bwCells ? bwSum / bwCells : 0.0);
+    std::printf("#\n# Collective test concluded: %s\n", o.collective.c_str());
+    std::fflush(stdout);
+  }
+
+  WB_CHECK(weftCommDestroy(gComm));
+  gComm = nullptr;
+  std::free(buf.send);
+  std::free(buf.recv);
+  std::free(buf.pristine);
+  std::free(buf.expected);
+  return totalWrong ? kExitWrong : 0;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -295,7 +829,149 @@ std::string describeStatus(int st) {
   return "stopped";
 }
 
+// The directory of this executable (the MPI helper is installed beside it).
+std::string exeDir() {
+  char path[4096];
+  const ssize_t len = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (len <= 0) return ".";
+  path[len] = '\0';
+  std::string s(path);
+  const size_t slash = s.rfind('/');
+  return slash == std::string::npos ? "." : s.substr(0, slash);
+}
+
+std::string findInPath(const char* name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  for (;;) {
+    const size_t colon = dirs.find(':', start);
+    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    const std::string cand = dir + "/" + name;
+    if (access(cand.c_str(), X_OK) == 0) return cand;
+    if (colon == std::string::npos) return "";
+    start = colon + 1;
+  }
+}
+
+// --compare mpi: time the same rows with Open MPI before the weft ranks start (never both at once).
+// The helper's output (lines "R <type> <op> <root> <count> <usec>") goes to a temporary file whose
+// path the workers get; rank 0 reads it. Returns 0, or the exit status to fail with.
+int runMpiHelper(const Options& o, std::string* timesPath) {
+  const std::string helper = exeDir() + "/" + kMpiHelperName;
+  if (access(helper.c_str(), X_OK) != 0) {
+    std::fprintf(stderr,
+                 "weft-bench: --compare mpi needs the MPI helper %s, which is not built: it is built "
+                 "when CMake finds MPI (find_package(MPI COMPONENTS C); Debian: apt-get install "
+                 "openmpi-bin libopenmpi-dev), then re-run cmake and build weft-bench\n",
+                 helper.c_str());
+    return kExitError;
+  }
+  const std::string mpirun = findInPath("mpirun");
+  if (mpirun.empty()) {
+    std::fprintf(stderr, "weft-bench: --compare mpi: no mpirun in PATH (Debian: apt-get install openmpi-bin)\n");
+    return kExitError;
+  }
+  // One spec per (type, op, root): "<type>:<op>:<root>:<count>,<count>,...", the counts weft uses.
+  std::vector<std::string> args = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
+                                   std::to_string(o.ranks), "--mca", "btl", "tcp,self", "--mca", "pml",
+                                   "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
+                                   std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
+                                   std::to_string(o.average)};
+  const std::vector<size_t> sizes = sizeList(o);
+  for (const Variant& v : variantList(o, o.ranks)) {
+    std::string spec = std::string(v.t->name) + ":" + v.opName + ":" + std::to_string(v.root) + ":";
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      spec += (i ? "," : "") + std::to_string(countsFor(o.coll->coll, sizes[i], v.t->size, o.ranks).param);
+    }
+    args.push_back(spec);
+  }
+
+  const char* tmpdir = std::getenv("TMPDIR");
+  std::string path = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/weft-bench-mpi.XXXXXX";
+  const int fd = mkstemp(path.data());
+  if (fd < 0) {
+    std::fprintf(stderr, "weft-bench: --compare mpi: cannot create %s: %s\n", path.c_str(), std::strerror(errno));
+    return kExitError;
+  }
+  std::string cmdline = "# mpi command:";
+  for (const std::string& a : args) cmdline += " " + (a.size() > 60 ? a.substr(0, 57) + "..." : a);
+  cmdline += "\n";
+  (void)!write(fd, cmdline.data(), cmdline.size());
+
+  std::vector<char*> cargv;
+  for (std::string& a : args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fd, 1);
+    execv(cargv[0], cargv.data());
+    static const char msg[] = "weft-bench: cannot exec mpirun\n";
+    (void)!write(2, msg, sizeof(msg) - 1);
+    _exit(127);
+  }
+  close(fd);
+  if (pid < 0) {
+    std::fprintf(stderr, "weft-bench: --compare mpi: fork failed: %s\n", std::strerror(errno));
+    unlink(path.c_str());
+    return kExitError;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  int st = 0;
+  for (;;) {
+    const pid_t p = waitpid(pid, &st, WNOHANG);
+    if (p == pid) break;
+    if (p < 0 && errno != EINTR) break;
+    if ((o.timeoutS > 0 && Clock::now() - start > std::chrono::seconds(o.timeoutS)) || gSignal) {
+      kill(pid, SIGTERM);
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      std::fprintf(stderr, "weft-bench: --compare mpi: %s; mpirun stopped\n",
+                   gSignal ? "interrupted" : "timed out (-T)");
+      unlink(path.c_str());
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    std::fprintf(stderr, "weft-bench: --compare mpi: %s %s; its output:\n", mpirun.c_str(),
+                 describeStatus(st).c_str());
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) std::fprintf(stderr, "  %s\n", line.c_str());
+    unlink(path.c_str());
+    return kExitError;
+  }
+  *timesPath = path;
+  return 0;
+}
+
+int launchRanks(const Options& o, int argc, char** argv, const std::string& mpiTimes);
+
 int launch(const Options& o, int argc, char** argv) {
+  if (o.coll->rooted && !o.rootAll && o.root >= o.ranks) {
+    usageError("-r/--root " + std::to_string(o.root) + " is not a rank (--ranks " + std::to_string(o.ranks) + ")");
+  }
+  std::string mpiTimes = "-";
+  if (o.compareMpi) {
+    struct sigaction sa {};
+    sa.sa_handler = onSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    if (const int rc = runMpiHelper(o, &mpiTimes)) return rc;
+  }
+  const int rc = launchRanks(o, argc, argv, mpiTimes);
+  if (mpiTimes != "-") unlink(mpiTimes.c_str());
+  return rc;
+}
+
+int launchRanks(const Options& o, int argc, char** argv, const std::string& mpiTimes) {
   weftUniqueId id;
   const weftResult_t r = weftGetUniqueId(&id);
   if (r != weftSuccess) {
@@ -314,6 +990,7 @@ int launch(const Options& o, int argc, char** argv) {
     childArgv[rank].push_back(argv[0]);
     childArgv[rank].push_back(const_cast<char*>(kWorkerFlag));
     childArgv[rank].push_back(tokens[rank].data());
+    childArgv[rank].push_back(const_cast<char*>(mpiTimes.c_str()));
     for (int i = 1; i < argc; ++i) childArgv[rank].push_back(argv[i]);
     childArgv[rank].push_back(nullptr);
   }
@@ -425,250 +1102,58 @@ int launch(const Options& o, int argc, char** argv) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Worker
+// Under a launcher
 
-weftComm_t gComm = nullptr;
-int gRank = -1, gNranks = 0;
-
-[[noreturn]] void weftFailed(const char* expr, weftResult_t r) {
-  const char* paren = std::strchr(expr, '(');
-  const int len = paren ? static_cast<int>(paren - expr) : static_cast<int>(std::strlen(expr));
-  std::fprintf(stderr, "weft-bench: %.*s failed: %s — %s (rank %d of %d)\n", len, expr,
-               weftGetErrorString(r), weftGetLastError(gComm), gRank, gNranks);
-  std::fflush(stderr);
-  if (gComm) {
-    weftCommAbort(gComm);  // so the peers fail fast instead of waiting for a timeout
-    gComm = nullptr;
-  }
-  std::exit(kExitError);
+// Which launcher's variables weftCommInitFromEnv will find (the library's own order), or null.
+const char* launcherEnv() {
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v;
+  };
+  if (set("WEFT_RANK")) return "WEFT_RANK";
+  if (set("OMPI_COMM_WORLD_RANK")) return "OMPI_COMM_WORLD_RANK";
+  if (set("SLURM_PROCID")) return "SLURM_PROCID";
+  if (set("RANK") && set("WORLD_SIZE")) return "RANK";
+  return nullptr;
 }
 
-#define WB_CHECK(call)                                   \
-  do {                                                   \
-    const weftResult_t wbRes_ = (call);                  \
-    if (wbRes_ != weftSuccess) weftFailed(#call, wbRes_); \
-  } while (0)
-
-void barrier() {
-  int32_t one = 1;
-  WB_CHECK(weftAllReduce(&one, &one, 1, weftInt32, weftSum, gComm, nullptr));
+// Plain mpirun gives no rendezvous address. When every rank is on this host, rank 0 serves it on
+// 127.0.0.1 at a port derived from Open MPI's job id (so every rank of one job computes the same
+// port and two jobs most likely differ). Set WEFT_COMM_ID (or MASTER_ADDR/MASTER_PORT) to choose.
+void defaultOpenMpiRendezvous() {
+  auto get = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v ? v : "";
+  };
+  if (get("OMPI_COMM_WORLD_RANK").empty() || !get("WEFT_RANK").empty()) return;
+  if (!get("WEFT_COMM_ID").empty() || !get("MASTER_ADDR").empty()) return;
+  if (!get("SLURM_STEP_NODELIST").empty()) return;  // the library uses Slurm's node list
+  const std::string size = get("OMPI_COMM_WORLD_SIZE"), local = get("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (size.empty() || size != local) {
+    std::fprintf(stderr,
+                 "weft-bench: under mpirun across hosts, set WEFT_COMM_ID=<host of rank 0>:<free port> "
+                 "(mpirun -x WEFT_COMM_ID=...) for the rendezvous\n");
+    return;  // weftCommInitFromEnv then fails naming WEFT_COMM_ID
+  }
+  const std::string job = get("OMPI_MCA_ess_base_jobid");
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a of the job id
+  for (char ch : job) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
+  const int port = 20000 + static_cast<int>(h % 10000);  // below the ephemeral range (32768+)
+  const std::string addr = "127.0.0.1:" + std::to_string(port);
+  setenv("WEFT_COMM_ID", addr.c_str(), 1);
 }
 
-// nccl-tests' number style: 2 decimals, then 1, then 0, then exponent form, to fit the width.
-std::string fmtNum(double v, int width) {
-  char buf[64];
-  for (int prec = 2; prec >= 0; --prec) {
-    std::snprintf(buf, sizeof(buf), "%.*f", prec, v);
-    if (static_cast<int>(std::strlen(buf)) <= width) return buf;
+int runUnderLauncher(const Options& o) {
+  defaultOpenMpiRendezvous();
+  if (o.timeoutS > 0) {
+    std::thread([s = o.timeoutS] {
+      std::this_thread::sleep_for(std::chrono::seconds(s));
+      std::fprintf(stderr, "weft-bench: timed out after %ld s (-T) (rank %d)\n", s, gRank);
+      std::fflush(stderr);
+      _exit(kExitError);
+    }).detach();
   }
-  std::snprintf(buf, sizeof(buf), "%.*e", std::max(0, width - 6), v);
-  return buf;
-}
-
-void* allocBuffer(size_t bytes) {
-  const size_t align = 4096;
-  const size_t rounded = std::max(align, (bytes + align - 1) / align * align);
-  void* p = std::aligned_alloc(align, rounded);
-  if (!p) {
-    std::fprintf(stderr, "weft-bench: cannot allocate %zu bytes (rank %d); lower -e/--maxbytes\n",
-                 rounded, gRank);
-    std::exit(kExitError);
-  }
-  std::memset(p, 0, rounded);
-  return p;
-}
-
-struct Cell {
-  double usec = 0, algbw = 0, busbw = 0;
-  uint64_t wrong = 0;
-};
-
-std::vector<size_t> sizeList(const Options& o) {
-  std::vector<size_t> sizes;
-  for (size_t s = o.minBytes; s <= o.maxBytes;) {
-    sizes.push_back(s);
-    const size_t next = o.stepFactor > 1 ? s * static_cast<size_t>(o.stepFactor) : s + o.stepBytes;
-    if (next <= s) break;  // overflow
-    s = next;
-  }
-  return sizes;
-}
-
-int runWorker(const Options& o, int rank, int nranks, const weftUniqueId& id) {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  gRank = rank;
-  gNranks = nranks;
-  const bool print = rank == 0;
-
-  int version = 0;
-  WB_CHECK(weftGetVersion(&version));
-  if (print) {
-    std::printf("# weft-bench version %d.%d.%d weft-headers=%d weft-library=%d\n", WEFT_MAJOR,
-                WEFT_MINOR, WEFT_PATCH, WEFT_VERSION_CODE, version);
-    std::printf("# Collective test starting: %s\n", o.collective.c_str());
-    std::printf("# nThread 1 nGpus 1 minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
-                "iters: %d agg iters: %d validation: %d graph: 0 unalign: 0\n",
-                o.minBytes, o.maxBytes, o.stepFactor > 1 ? static_cast<size_t>(o.stepFactor) : o.stepBytes,
-                o.stepFactor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.aggIters, o.check);
-    if (o.blocking == 1 || o.blocking == 3) {
-      std::printf("#\n# Blocking Enabled: barrier after each iteration (not timed)\n");
-    }
-    std::printf("#\n# Using devices\n");
-  }
-
-  WB_CHECK(weftCommInitRank(&gComm, nranks, id, rank));
-
-  // Who is where: each rank fills its slot, a sum all-reduce gathers them.
-  constexpr size_t kHostLen = 64;
-  std::vector<int64_t> pids(nranks, 0);
-  std::vector<uint8_t> hosts(nranks * kHostLen, 0);
-  pids[rank] = getpid();
-  char host[kHostLen] = {};
-  gethostname(host, kHostLen - 1);
-  std::memcpy(&hosts[rank * kHostLen], host, kHostLen - 1);
-  WB_CHECK(weftAllReduce(pids.data(), pids.data(), pids.size(), weftInt64, weftSum, gComm, nullptr));
-  WB_CHECK(weftAllReduce(hosts.data(), hosts.data(), hosts.size(), weftUint8, weftSum, gComm, nullptr));
-  if (print) {
-    for (int r = 0; r < nranks; ++r) {
-      std::printf("#  Rank %2d Group  0 Pid %6d on %10s device -1 [cpu] host memory (no GPU)\n", r,
-                  static_cast<int>(pids[r]), reinterpret_cast<const char*>(&hosts[r * kHostLen]));
-    }
-    std::printf("#\n");
-    std::printf("#                                                              out-of-place"
-                "                       in-place\n");
-    std::printf("#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
-                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
-                "algbw", "busbw", "#wrong");
-    std::printf("#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s\n", "(B)",
-                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)");
-  }
-
-  char* send = static_cast<char*>(allocBuffer(o.maxBytes));
-  char* recv = static_cast<char*>(allocBuffer(o.maxBytes));
-  char* pristine = static_cast<char*>(allocBuffer(o.maxBytes));
-  char* expected = o.check ? static_cast<char*>(allocBuffer(o.maxBytes)) : nullptr;
-  const std::vector<size_t> sizes = sizeList(o);
-  const double busFactor = nranks > 1 ? 2.0 * (nranks - 1) / nranks : 0.0;
-
-  uint64_t totalWrong = 0;
-  double bwSum = 0;
-  size_t bwCells = 0;
-  using Clock = std::chrono::steady_clock;
-
-  for (const TypeDesc* t : o.types) {
-    for (const OpDesc* op : o.ops) {
-      const size_t maxCount = o.maxBytes / t->size;
-      fillInput(pristine, maxCount, *t, *op, rank, nranks);
-      if (o.check) fillExpected(expected, maxCount, *t, *op, nranks);
-      std::memcpy(send, pristine, maxCount * t->size);
-
-      // Warm-up at the largest and the smallest size (connections, staging buffers, caches).
-      for (size_t warmCount : {maxCount, o.minBytes / t->size}) {
-        for (int w = 0; w < o.warmup; ++w) {
-          WB_CHECK(weftAllReduce(send, recv, warmCount, t->type, op->op, gComm, nullptr));
-        }
-      }
-
-      for (size_t size : sizes) {
-        const size_t count = size / t->size;
-        const size_t bytes = count * t->size;
-        Cell cells[2];
-        for (int inPlace = 0; inPlace < 2; ++inPlace) {
-          Cell& cell = cells[inPlace];
-          const void* sbuf = inPlace ? recv : send;
-          if (inPlace) std::memcpy(recv, pristine, bytes);
-          barrier();
-          double seconds = 0;
-          if (o.blocking == 1 || o.blocking == 3) {
-            for (int it = 0; it < o.iters; ++it) {
-              const auto t0 = Clock::now();
-              for (int a = 0; a < o.aggIters; ++a) {
-                WB_CHECK(weftAllReduce(sbuf, recv, count, t->type, op->op, gComm, nullptr));
-              }
-              seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-              barrier();
-            }
-          } else {
-            const auto t0 = Clock::now();
-            for (int it = 0; it < o.iters; ++it) {
-              for (int a = 0; a < o.aggIters; ++a) {
-                WB_CHECK(weftAllReduce(sbuf, recv, count, t->type, op->op, gComm, nullptr));
-              }
-            }
-            seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-          }
-          const double ops = static_cast<double>(o.iters) * o.aggIters;
-          double perOp = ops > 0 ? seconds / ops : 0.0;
-          // Combine the time across ranks (-a): 0 rank 0, 1 average, 2 min, 3 max.
-          weftRedOp_t combine = weftSum;
-          if (o.average == 0 && rank != 0) perOp = 0;
-          if (o.average == 2) combine = weftMin;
-          if (o.average == 3) combine = weftMax;
-          WB_CHECK(weftAllReduce(&perOp, &perOp, 1, weftFloat64, combine, gComm, nullptr));
-          if (o.average == 1) perOp /= nranks;
-          cell.usec = perOp * 1e6;
-          cell.algbw = perOp > 0 ? static_cast<double>(bytes) / 1e9 / perOp : 0.0;
-          cell.busbw = cell.algbw * busFactor;
-
-          // Check: fresh inputs each time; the output starts as the complement of the expected
-          // result, so an untouched element can never pass.
-          uint64_t wrong = 0;
-          for (int c = 0; c < o.check; ++c) {
-            if (inPlace) {
-              std::memcpy(recv, pristine, bytes);
-            } else {
-              std::memcpy(send, pristine, bytes);
-              for (size_t b = 0; b < bytes; ++b) recv[b] = static_cast<char>(~expected[b]);
-            }
-            WB_CHECK(weftAllReduce(inPlace ? recv : send, recv, count, t->type, op->op, gComm, nullptr));
-            wrong += countMismatches(recv, expected, count, t->size);
-            if (!inPlace) wrong += countMismatches(send, pristine, count, t->size);  // input kept
-          }
-          if (o.check) {
-            WB_CHECK(weftAllReduce(&wrong, &wrong, 1, weftUint64, weftSum, gComm, nullptr));
-          }
-          cell.wrong = wrong;
-          totalWrong += wrong;
-          bwSum += cell.busbw;
-          ++bwCells;
-        }
-        // The out-of-place send buffer must hold the inputs for the next size's timing.
-        if (o.check) std::memcpy(send, pristine, bytes);
-        if (print) {
-          std::printf("%12zu  %12zu  %8s  %6s  %6d", bytes, count, t->name, op->name, -1);
-          for (const Cell& cell : cells) {
-            std::printf("  %7s  %6s  %6s", fmtNum(cell.usec, 7).c_str(), fmtNum(cell.algbw, 6).c_str(),
-                        fmtNum(cell.busbw, 6).c_str());
-            if (o.check) {
-              std::printf("  %6g", static_cast<double>(cell.wrong));
-            } else {
-              std::printf("  %6s", "N/A");
-            }
-          }
-          std::printf("\n");
-        }
-      }
-    }
-  }
-
-  size_t staging = 0;
-  WB_CHECK(weftCommMemStats(gComm, &staging));
-  if (print) {
-    std::printf("# weft staging bytes held: %zu\n", staging);
-    std::printf("# %-20s : %llu %s\n", "Out of bounds values",
-                static_cast<unsigned long long>(totalWrong), totalWrong ? "FAILED" : "OK");
-    std::printf("# %-20s : %g\n", "Avg bus bandwidth", bwCells ? bwSum / bwCells : 0.0);
-    std::printf("#\n# Collective test concluded: %s\n", o.collective.c_str());
-    std::fflush(stdout);
-  }
-
-  WB_CHECK(weftCommDestroy(gComm));
-  gComm = nullptr;
-  std::free(send);
-  std::free(recv);
-  std::free(pristine);
-  std::free(expected);
-  return totalWrong ? kExitWrong : 0;
+  return runWorker(o, nullptr, -1, 0, "");
 }
 
 }  // namespace
@@ -676,8 +1161,9 @@ int runWorker(const Options& o, int rank, int nranks, const weftUniqueId& id) {
 
 int main(int argc, char** argv) {
   using namespace weftbench;
-  if (argc >= 3 && std::strcmp(argv[1], kWorkerFlag) == 0) {
-    // Hidden worker mode: <rank>:<nranks>:<hex id>, then the user's arguments.
+  if (argc >= 4 && std::strcmp(argv[1], kWorkerFlag) == 0) {
+    // Hidden worker mode: <rank>:<nranks>:<hex id>, the MPI times file (or -), then the user's
+    // arguments.
     int rank = -1, nranks = 0;
     weftUniqueId id;
     const char* tok = argv[2];
@@ -692,10 +1178,20 @@ int main(int argc, char** argv) {
     }
     rank = static_cast<int>(r);
     nranks = static_cast<int>(n);
-    argv[2] = argv[0];
-    const Options o = parseOptions(argc - 2, argv + 2);
-    return runWorker(o, rank, nranks, id);
+    const std::string mpiTimes = argv[3];
+    argv[3] = argv[0];
+    const Options o = parseOptions(argc - 3, argv + 3);
+    return runWorker(o, &id, rank, nranks, mpiTimes);
   }
   const Options o = parseOptions(argc, argv);
+  if (!o.ranksGiven) {
+    if (const char* var = launcherEnv()) {
+      if (o.compareMpi) {
+        usageError(std::string("--compare mpi starts mpirun itself: run weft-bench without a launcher "
+                               "(found ") + var + "), or give --ranks N to spawn local ranks");
+      }
+      return runUnderLauncher(o);
+    }
+  }
   return launch(o, argc, argv);
 }

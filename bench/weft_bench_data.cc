@@ -194,20 +194,35 @@ const OpDesc* findOp(std::string_view name) {
   return nullptr;
 }
 
+const OpDesc& dataOnlyOp() { return kOps[2]; }  // max
+
 void fillInput(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, int rank,
                int nranks) {
-  Generator g(t, op, nranks);
-  if (t.kind == Kind::Float) {
-    for (size_t i = 0; i < count; ++i) storeBits(buf, i, t.size, encodeValue(t, g.floatValue(rank, i)));
-  } else {
-    for (size_t i = 0; i < count; ++i) storeBits(buf, i, t.size, g.intValue(rank, i));
-  }
+  fillInputRange(buf, 0, count, t, op, rank, nranks);
 }
 
 void fillExpected(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, int nranks) {
+  fillExpectedRange(buf, 0, count, t, op, nranks);
+}
+
+void fillInputRange(void* buf, size_t first, size_t count, const TypeDesc& t, const OpDesc& op,
+                    int rank, int nranks) {
   Generator g(t, op, nranks);
   if (t.kind == Kind::Float) {
     for (size_t i = 0; i < count; ++i) {
+      storeBits(buf, i, t.size, encodeValue(t, g.floatValue(rank, first + i)));
+    }
+  } else {
+    for (size_t i = 0; i < count; ++i) storeBits(buf, i, t.size, g.intValue(rank, first + i));
+  }
+}
+
+void fillExpectedRange(void* buf, size_t first, size_t count, const TypeDesc& t, const OpDesc& op,
+                       int nranks) {
+  Generator g(t, op, nranks);
+  if (t.kind == Kind::Float) {
+    for (size_t k = 0; k < count; ++k) {
+      const size_t i = first + k;
       double acc = g.floatValue(0, i);
       for (int r = 1; r < nranks; ++r) {
         const double v = g.floatValue(r, i);
@@ -230,13 +245,14 @@ void fillExpected(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, 
         const float q = static_cast<float>(acc) / static_cast<float>(nranks);
         bits = t.type == weftFloat32 ? std::bit_cast<uint32_t>(q) : encodeFloat(*t.fmt, q);
       }
-      storeBits(buf, i, t.size, bits);
+      storeBits(buf, k, t.size, bits);
     }
     return;
   }
   const int w = t.precision;
   const bool isSigned = t.kind == Kind::SignedInt;
-  for (size_t i = 0; i < count; ++i) {
+  for (size_t k = 0; k < count; ++k) {
+    const size_t i = first + k;
     uint64_t acc = g.intValue(0, i);
     for (int r = 1; r < nranks; ++r) {
       const uint64_t v = g.intValue(r, i);
@@ -258,7 +274,7 @@ void fillExpected(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, 
       acc = isSigned ? static_cast<uint64_t>(signExtend(acc, w) / nranks)
                      : acc / static_cast<uint64_t>(nranks);
     }
-    storeBits(buf, i, t.size, acc & widthMask(w));
+    storeBits(buf, k, t.size, acc & widthMask(w));
   }
 }
 

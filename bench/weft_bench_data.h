@@ -52,6 +52,17 @@ const OpDesc* findOp(std::string_view name);
 void fillInput(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, int rank, int nranks);
 void fillExpected(void* buf, size_t count, const TypeDesc& t, const OpDesc& op, int nranks);
 
+// The same values for the element indices [first, first + count) only (buf[0] is element `first`):
+// what a collective that moves or reduces a block taken from the middle of an array expects.
+void fillInputRange(void* buf, size_t first, size_t count, const TypeDesc& t, const OpDesc& op,
+                    int rank, int nranks);
+void fillExpectedRange(void* buf, size_t first, size_t count, const TypeDesc& t, const OpDesc& op,
+                       int nranks);
+
+// The op whose inputs the collectives that only move data (all_gather, broadcast, alltoall,
+// sendrecv) use: max's inputs, full-range integers and floats that differ by rank and index.
+const OpDesc& dataOnlyOp();
+
 // Number of elements of `got` that differ bitwise from `want`.
 size_t countMismatches(const void* got, const void* want, size_t count, size_t typeSize);
 

@@ -28,6 +28,9 @@ expect "-d/--datatype: unknown type 'float9'" all_reduce -d float9
 expect "-o/--op: unknown op 'mulsum'" all_reduce -o mulsum
 expect "--ranks: expected an integer" all_reduce --ranks 0
 expect "-e/--maxbytes is smaller" all_reduce -b 1M -e 1K
-expect "unknown collective 'all_gather'" all_gather
+expect "unknown collective 'all_scatter'" all_scatter
+expect "--compare: unknown peer 'nccl'" all_reduce --compare nccl
+expect "-r/--root: expected an integer" broadcast -r x
+expect "-r/--root 5 is not a rank" broadcast -r 5 --ranks 2
 expect "missing the collective"
 exit $status
