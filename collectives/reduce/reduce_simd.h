@@ -86,11 +86,9 @@ struct Bf16Conv {
   // flushes fp32 denormals to zero, and this is as fast for a memory-bound kernel.
   static void store(uint16_t* p, typename S::F v) {
     const I u = S::castI(v);
-    const I rounded = S::template srli32<16>(
-        S::add32(u, S::add32(S::set1I(0x7fff), S::and_(S::template srli32<16>(u), S::set1I(1)))));
-    const I nan = S::or_(S::template srli32<16>(u), S::set1I(0x40));
-    const auto isNan = S::cmpgt32(S::and_(u, S::set1I(0x7fffffff)), S::set1I(0x7f800000));
-    S::narrow16(p, S::selectI(isNan, nan, rounded));
+    const I high = S::template srli32<16>(u);
+    const I rounded = S::template srli32<16>(S::add32(u, S::add32(S::set1I(0x7fff), S::and_(high, S::set1I(1)))));
+    S::narrow16(p, S::selectI(S::isNanI(v), S::or_(high, S::set1I(0x40)), rounded));
   }
 };
 
