@@ -106,6 +106,9 @@ struct Avx2 {
   static I min32(I a, I b) { return _mm256_min_epi32(a, b); }
   static I castI(F v) { return _mm256_castps_si256(v); }
   static F castF(I v) { return _mm256_castsi256_ps(v); }
+  static I unpackLo16(I a, I b) { return _mm256_unpacklo_epi16(a, b); }
+  static I unpackHi16(I a, I b) { return _mm256_unpackhi_epi16(a, b); }
+  static I packUs32(I a, I b) { return _mm256_packus_epi32(a, b); }
   static I isNanI(F v) { return _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)); }
   static F cvtToF(I v) { return _mm256_cvtepi32_ps(v); }   // exact for the small integers used
   static I cvttToI(F v) { return _mm256_cvttps_epi32(v); }  // truncation: no rounding mode

@@ -114,6 +114,9 @@ struct Avx512 {
   static I min32(I a, I b) { return _mm512_min_epi32(a, b); }
   static I castI(F v) { return _mm512_castps_si512(v); }
   static F castF(I v) { return _mm512_castsi512_ps(v); }
+  static I unpackLo16(I a, I b) { return _mm512_unpacklo_epi16(a, b); }
+  static I unpackHi16(I a, I b) { return _mm512_unpackhi_epi16(a, b); }
+  static I packUs32(I a, I b) { return _mm512_packus_epi32(a, b); }
   static __mmask16 isNanI(F v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
   static F cvtToF(I v) { return _mm512_cvtepi32_ps(v); }   // exact for the small integers used
   static I cvttToI(F v) { return _mm512_cvttps_epi32(v); }  // truncation: no rounding mode

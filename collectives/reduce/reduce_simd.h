@@ -92,6 +92,36 @@ struct Bf16Conv {
   }
 };
 
+// bf16 for reduce: two fp32 vectors per load. Interleaving a whole vector of bf16 with zeros
+// (unpack low / high 16-bit halves, per 128-bit lane) gives their fp32 values in one instruction
+// each, lane-permuted; the unsigned pack of the two rounded halves undoes that permutation. Same
+// per-element computation as Bf16Conv (which the divide uses).
+template <class S>
+struct Bf16Lanes {
+  using Storage = uint16_t;
+  using F = typename S::F;
+  struct V {
+    F lo, hi;
+  };
+  static constexpr size_t kStep = S::kBytes / sizeof(uint16_t);
+  static V load(const uint16_t* p) {
+    const typename S::I x = S::loadI(p);
+    return V{S::castF(S::unpackLo16(S::set1I(0), x)), S::castF(S::unpackHi16(S::set1I(0), x))};
+  }
+  static typename S::I round(F v) {
+    const typename S::I u = S::castI(v);
+    const typename S::I high = S::template srli32<16>(u);
+    const typename S::I rounded =
+        S::template srli32<16>(S::add32(u, S::add32(S::set1I(0x7fff), S::and_(high, S::set1I(1)))));
+    return S::selectI(S::isNanI(v), S::or_(high, S::set1I(0x40)), rounded);
+  }
+  static void store(uint16_t* p, V v) { S::storeI(p, S::packUs32(round(v.lo), round(v.hi))); }
+  static V sum(V a, V b) { return V{S::add(a.lo, b.lo), S::add(a.hi, b.hi)}; }
+  static V prod(V a, V b) { return V{S::mul(a.lo, b.lo), S::mul(a.hi, b.hi)}; }
+  static V max(V a, V b) { return V{floatMax<S>(a.lo, b.lo), floatMax<S>(a.hi, b.hi)}; }
+  static V min(V a, V b) { return V{floatMin<S>(a.lo, b.lo), floatMin<S>(a.hi, b.hi)}; }
+};
+
 // fp8 <-> fp32 through fp16 (the F16C / AVX-512F conversions), in 16-bit lanes S::H.
 // Decode, exact: an e5m2 code is the top byte of the fp16 of the same value; an e4m3 code's
 // exponent and mantissa placed in an fp16 (bias 15 instead of 7) read as 2^-8 times its value,
@@ -327,7 +357,7 @@ constexpr detail::KernelTable makeSimdTable(const char* name) {
   addReduce<FloatLanes<S, HalfConv<S>>>(t, DataType::kFloat16);
   addReduce<FloatLanes<S, F32Conv<S>>>(t, DataType::kFloat32);
   addReduce<F64Lanes<S>>(t, DataType::kFloat64);
-  addReduce<FloatLanes<S, Bf16Conv<S>>>(t, DataType::kBfloat16);
+  addReduce<Bf16Lanes<S>>(t, DataType::kBfloat16);
   addReduce<FloatLanes<S, E4m3Conv<S>>>(t, DataType::kFloat8e4m3);
   addReduce<FloatLanes<S, E5m2Conv<S>>>(t, DataType::kFloat8e5m2);
   auto div = [&t](DataType type, detail::DivideFn fn) { t.divide[static_cast<int>(type)] = fn; };
