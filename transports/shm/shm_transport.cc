@@ -306,7 +306,9 @@ void progressRecv(Comm* c) {
         if (c->pos == c->cached) goto out;
       }
       const char* slot = slotAt(c, c->pos);
-      const auto* h = reinterpret_cast<const SlotHeader*>(slot);
+      SlotHeader hdr;  // one read of the header: every check below sees the same values
+      std::memcpy(&hdr, slot, sizeof hdr);
+      const SlotHeader* h = &hdr;
       bool first = (h->flags & kFirstSlot) != 0;
       if (h->magic != kSlotMagic || h->seq != c->pos || h->bytes > kSlotPayloadBytes || first == r->started) {
         c->error = internalError("corrupt slot " + std::to_string(c->pos) +
