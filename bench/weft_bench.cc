@@ -879,6 +879,7 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
                                    "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
                                    std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
                                    std::to_string(o.average)};
+  const size_t kFixedArgs = args.size();
   const std::vector<size_t> sizes = sizeList(o);
   for (const Variant& v : variantList(o, o.ranks)) {
     std::string spec = std::string(v.t->name) + ":" + v.opName + ":" + std::to_string(v.root) + ":";
@@ -896,7 +897,11 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
     return kExitError;
   }
   std::string cmdline = "# mpi command:";
-  for (const std::string& a : args) cmdline += " " + (a.size() > 60 ? a.substr(0, 57) + "..." : a);
+  const size_t specs = args.size() - kFixedArgs;
+  for (size_t i = 0; i < args.size() && i < kFixedArgs + 2; ++i) {
+    cmdline += " " + (args[i].size() > 60 ? args[i].substr(0, 57) + "..." : args[i]);
+  }
+  if (specs > 2) cmdline += " ... (" + std::to_string(specs) + " type:op:root:counts specs)";
   cmdline += "\n";
   (void)!write(fd, cmdline.data(), cmdline.size());
 

@@ -9,3 +9,5 @@ weft_warnings(weft-bench)
 set_target_properties(weft-bench PROPERTIES
   INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 install(TARGETS weft-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# The MPI helper of `weft-bench --compare mpi` (only when MPI is found).
+include(${CMAKE_CURRENT_LIST_DIR}/mpi/weft_mpi_bench.cmake)

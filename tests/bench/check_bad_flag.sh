@@ -33,4 +33,21 @@ expect "--compare: unknown peer 'nccl'" all_reduce --compare nccl
 expect "-r/--root: expected an integer" broadcast -r x
 expect "-r/--root 5 is not a rank" broadcast -r 5 --ranks 2
 expect "missing the collective"
+
+# --compare mpi without the helper beside the binary (a copy in an empty directory; the build
+# tree's RPATH still finds libweft): a clear message, before any rank starts.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench-nohelper.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cp "$bench" "$tmp/weft-bench"
+real=$bench
+bench=$tmp/weft-bench
+expect "--compare mpi needs the MPI helper" all_reduce --compare mpi
+bench=$real
+# Under a launcher, --compare mpi refuses (it starts mpirun itself).
+err=$(WEFT_RANK=0 WEFT_NRANKS=1 "$bench" all_reduce --compare mpi 2>&1 >/dev/null)
+if [ $? -eq 0 ] || ! grep -qF -- "--compare mpi starts mpirun itself" <<< "$err"; then
+  echo "FAIL: --compare mpi under WEFT_RANK: $err" >&2; status=1
+else
+  echo "ok: --compare mpi under a launcher -> $(head -n 1 <<< "$err")"
+fi
 exit $status
