@@ -6,8 +6,10 @@
 // (non-blocking, state kept behind a pointer in the handle) connects to it, creates the ring with
 // memfd_create(MFD_CLOEXEC), sizes and maps it, creates two eventfds, and sends a hello (cookie,
 // geometry) with the three descriptors attached (SCM_RIGHTS). accept() (non-blocking) checks the
-// cookie and the peer's uid, maps the memfd, closes it and answers with an ack; connect() completes
-// when the ack arrives. No file is ever created: the memory lives only as long as a mapping or a
+// cookie and the peer's uid, maps the memfd, closes it and answers with an ack. connect() completes
+// as soon as the hello is sent (so two ranks may each finish connecting before either accepts); the
+// ack is read later, and a listener that refuses (closes without an ack) fails the first request
+// that needs the peer. No file is ever created: the memory lives only as long as a mapping or a
 // descriptor does, so nothing is left behind after a kill -9 (no /dev/shm entry ever exists).
 //
 // Layout of the mapping (all offsets fixed):
@@ -175,6 +177,8 @@ struct Comm : SendComm, RecvComm {
   bool armed = false;   // our waiter flag was set by pollDescriptors()
   bool peerGone = false;
   uint64_t nextPeerCheck = 0;
+  bool acked = true;          // connecting side: the listener's ack has been read
+  std::string listenerName;   // connecting side, for messages
 };
 
 struct ConnectState {
@@ -363,8 +367,21 @@ void progress(Comm* c) {
 }
 
 // True if the peer closed its end or its process exited (a poll with no wait).
+// Connecting side: read the listener's ack if it has come (non-blocking). Anything else on the
+// socket -- EOF included -- is left for peerGone() to see.
+void readAck(Comm* c) {
+  if (c->acked) return;
+  Ack ack{};
+  ssize_t n = recv(c->sock, &ack, sizeof ack, MSG_DONTWAIT | MSG_PEEK);
+  if (n == static_cast<ssize_t>(sizeof ack) && ack.magic == kAckMagic) {
+    (void)!recv(c->sock, &ack, sizeof ack, MSG_DONTWAIT);
+    c->acked = true;
+  }
+}
+
 bool peerGone(Comm* c) {
   if (c->peerGone) return true;
+  readAck(c);
   pollfd p[2] = {{c->sock, POLLIN | POLLRDHUP, 0}, {c->pidfd, POLLIN, 0}};
   int n = poll(p, c->pidfd >= 0 ? 2 : 1, 0);
   if (n > 0 && (p[0].revents || (c->pidfd >= 0 && p[1].revents))) c->peerGone = true;
@@ -373,6 +390,10 @@ bool peerGone(Comm* c) {
 
 Status peerError(Comm* c, const ShmRequest* r) {
   const char* what = c->sending ? "send" : "receive";
+  if (!c->acked)
+    return remoteError("the shared-memory listener @" + c->listenerName +
+                       " refused the connection or exited before accepting it (a handle from another listener, "
+                       "another user, or the listening process ended)");
   bool closed = c->sending ? c->ctl->receiverClosed.load() != 0 : c->ctl->senderClosed.load() != 0;
   std::string who = "the peer process on this host (pid " + std::to_string(c->peerPid) + ")";
   std::string progressText = c->sending ? std::to_string(r->done) + " of " + std::to_string(r->size) + " bytes written"
@@ -531,15 +552,12 @@ class ShmTransport final : public MessagingTransport {
       closeFd(st->memfd);  // the mapping (and the peer's copy in flight) keep the memory
       st->helloSent = true;
     }
-    Ack ack{};
-    ssize_t n = recv(st->sock, &ack, sizeof ack, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return Status::ok();
-    if (n != static_cast<ssize_t>(sizeof ack) || ack.magic != kAckMagic)
-      return fail(remoteError("the shared-memory listener @" + st->name +
-                              " refused the connection or exited before accepting it (wrong cookie, another user, "
-                              "or the process ended)"));
+    // Complete now, without waiting for the listener's accept(): the ring is ours and usable at once
+    // (a peer may finish its connects before it starts accepting). The ack is read later.
     auto* c = new Comm();
     c->sending = true;
+    c->acked = false;
+    c->listenerName = st->name;
     c->sock = st->sock;
     c->efdData = st->efdData;
     c->efdSpace = st->efdSpace;
@@ -735,6 +753,7 @@ class ShmTransport final : public MessagingTransport {
     if (c->cursor >= c->queue.size()) return;  // nothing pending
     Control* ctl = c->ctl;
     int efd = c->sending ? c->efdSpace : c->efdData;
+    readAck(c);  // a pending ack would make poll() return at once, again and again
     if (c->error.isOk() && !c->peerGone) {
       (c->sending ? ctl->sendWaiting : ctl->recvWaiting).store(1, std::memory_order_seq_cst);
       std::atomic_thread_fence(std::memory_order_seq_cst);
