@@ -1,0 +1,65 @@
+// Double binary trees across nodes, chains inside nodes, per rail.
+//
+// Construction ("shifted in-order double binary tree"): tree 0 is the in-order binary tree over the
+// labels 1..N, node i carrying label i+1 — a label's height is its number of trailing zero bits, so
+// odd labels are the leaves and even labels the interior nodes, and the root is the largest power of
+// two <= N; labels above N are skipped by attaching a node to its nearest ancestor <= N. Tree 1 is
+// the same tree with every label shifted by one: node i carries label ((i+1) mod N) + 1. Shifting
+// flips every node's parity except node N-1's (label N in tree 0, label 1, a leaf, in tree 1), so no
+// node is interior in both trees, for every N (odd or even: no exception), and the two roots differ
+// when N > 2. Depth <= floor(log2 N) + 1.
+//
+// Tree channel c uses tree c mod 2 on rail (c / 2) mod R, so 2R channels cover both trees on every
+// rail. On each node the tree attaches at the rank attached to the channel's rail (its head); the
+// node's other ranks hang below the head as a chain in locality order (head, head+1, ..., head-1).
+// Inter-node edges join heads, whose ports are on the channel's rail at both ends.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "lib/core/status.h"
+#include "lib/plan/system_graph.h"
+
+namespace weft::plan {
+
+// A binary tree over node indices.
+struct NodeTree {
+  int root = -1;
+  std::vector<int> parent;                  // -1 for the root
+  std::vector<std::array<int, 2>> children; // -1 when absent
+  int depth = 0;                            // levels (1 for a single node)
+  bool interior(int node) const { return children[static_cast<size_t>(node)][0] >= 0; }
+};
+
+struct TreeChannel {
+  int tree = 0;                  // 0 or 1
+  int rail = -1;                 // -1: no rail (sockets)
+  std::vector<int16_t> nodeRail; // per node: the rail its head's port is on for this channel
+};
+
+struct TreeSet {
+  std::array<NodeTree, 2> trees;
+  std::vector<TreeChannel> channels;
+  size_t memoryBytes() const;
+};
+
+// Rank-level links of one tree channel: up toward the root, down toward the leaves.
+struct RankLinks {
+  int up = -1;
+  std::array<int, 3> down{-1, -1, -1};
+  int nDown = 0;
+};
+
+// Tree 0 / tree 1 of the construction above over n nodes.
+NodeTree buildNodeTree(int nNodes, int which);
+
+// nChannels 0: 2 per rail (at least 2). Otherwise that many (tree c mod 2, rail (c/2) mod R).
+Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out);
+
+// The node a channel attaches to on node n: its head's local index.
+int treeHead(const SystemGraph& graph, const TreeChannel& ch, int channel, int node);
+RankLinks treeLinks(const SystemGraph& graph, const TreeSet& trees, int channel, int rank);
+
+}  // namespace weft::plan
