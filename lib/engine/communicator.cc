@@ -14,6 +14,9 @@
 #include "lib/core/log.h"
 #include "lib/core/util.h"
 #include "lib/engine/transport_select.h"
+#if WEFT_HAVE_SHM
+#include "transports/shm/shm_transport.h"
+#endif
 
 namespace weft::engine {
 
@@ -72,7 +75,7 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
   out->transports = splitList(config::getString("WEFT_TRANSPORTS"));
   for (auto& t : out->transports) {
     const auto& known = knownTransports();
-    if (std::find(known.begin(), known.end(), t) == known.end()) {
+    if (t != "shm" && std::find(known.begin(), known.end(), t) == known.end()) {
       std::string list;
       for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
       return invalidArgument("WEFT_TRANSPORTS names \"" + t + "\", which is not a transport of this build (known: " + list + ")");
@@ -90,7 +93,12 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   WEFT_TRY(loadEngineConfig(opts, &c->cfg_));
   WEFT_TRY(bootstrap::Bootstrap::create(id, nranks, rank, &c->abort_, c->cfg_.initTimeoutMs, &c->bootstrap_,
                                         initInterrupt));
-  WEFT_TRY(selectTransport(c->cfg_.transports, rank, &c->transport_));
+  // The network transport, for peers on other hosts ("shm" in WEFT_TRANSPORTS concerns same-host peers).
+  std::vector<std::string> network;
+  for (auto& t : c->cfg_.transports)
+    if (t != "shm") network.push_back(t);
+  if (network.empty() && !c->cfg_.transports.empty()) network.push_back("socket");
+  WEFT_TRY(selectTransport(network, rank, &c->transport_));
   // Every rank must use the same transport; if they differ, fall back to one all can use.
   std::vector<int32_t> kinds(static_cast<size_t>(nranks));
   kinds[static_cast<size_t>(rank)] = c->transport_.kind;
@@ -103,6 +111,27 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
     c->transport_ = TransportChoice();
     WEFT_TRY(startTransport(want, rank, &c->transport_));
   }
+#if WEFT_HAVE_SHM
+  // Same-host peers: shared memory, unless WEFT_TRANSPORTS leaves it out. Every rank decides the
+  // same way from the same host identities, so both ends of a connection agree.
+  bool shmAllowed = c->cfg_.transports.empty() ||
+                    std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
+  if (shmAllowed) {
+    Status ss;
+    c->shm_.transport = transport::createShmTransport(&ss);
+    c->shm_.name = "shm";
+    if (!ss) {
+      c->shm_.transport.reset();
+      WEFT_WARN(NET, "shared-memory transport unavailable (%s): same-host peers use %s", ss.message().c_str(),
+                c->transport_.name.c_str());
+    }
+  }
+  // All ranks must agree on using shared memory at all (it changes which handles they exchange).
+  std::vector<int32_t> shmOn(static_cast<size_t>(nranks));
+  shmOn[static_cast<size_t>(rank)] = c->shm_.transport ? 1 : 0;
+  WEFT_TRY(c->bootstrap_->allGather(shmOn.data(), sizeof(int32_t), nowNs() + c->cfg_.initTimeoutMs * kNsPerMs));
+  if (*std::min_element(shmOn.begin(), shmOn.end()) == 0) c->shm_.transport.reset();
+#endif
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
   for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
@@ -238,6 +267,12 @@ Status Communicator::checkInterrupt() const {
   return Status::ok();
 }
 
+const TransportChoice* Communicator::transportFor(int peer) const {
+  // Ranks on the same host (same host identity) talk through shared memory when it is available.
+  if (shm_.transport && bootstrap_->peer(peer).hostId == bootstrap_->peer(rank_).hostId) return &shm_;
+  return &transport_;
+}
+
 Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeers,
                                   const std::vector<coll::PeerChannel>& recvPeers) {
   std::vector<coll::PeerChannel> needSend, needRecv;
@@ -250,11 +285,13 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
 
   struct PendingRecv {
     coll::PeerChannel pc;
+    const TransportChoice* t;
     transport::ListenComm* listen;
     transport::RecvComm* comm = nullptr;
   };
   struct PendingSend {
     coll::PeerChannel pc;
+    const TransportChoice* t;
     transport::Handle handle;
     transport::SendComm* comm = nullptr;
   };
@@ -262,25 +299,26 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
   std::vector<PendingSend> sends;
   auto cleanup = [&] {
     for (auto& r : recvs) {
-      if (r.listen) (void)transport_.transport->closeListen(r.listen);
-      if (r.comm) (void)transport_.transport->closeRecv(r.comm);
+      if (r.listen) (void)r.t->transport->closeListen(r.listen);
+      if (r.comm) (void)r.t->transport->closeRecv(r.comm);
     }
     for (auto& s : sends)
-      if (s.comm) (void)transport_.transport->closeSend(s.comm);
+      if (s.comm) (void)s.t->transport->closeSend(s.comm);
   };
   // First every listen (its handle goes to the sender), then every connect: no rank waits for a
   // handle before it has sent its own, so the setup cannot deadlock.
   for (auto& pc : needRecv) {
+    const TransportChoice* t = transportFor(pc.peer);
     transport::Handle h;
     transport::ListenComm* l = nullptr;
-    Status s = transport_.transport->listen(transport_.device, &h, &l);
+    Status s = t->transport->listen(t->device, &h, &l);
     if (s) s = bootstrap_->send(pc.peer, kConnTag | static_cast<uint64_t>(pc.channel), h.bytes, sizeof h.bytes);
     if (!s) {
-      if (l) (void)transport_.transport->closeListen(l);
+      if (l) (void)t->transport->closeListen(l);
       cleanup();
       return s.withContext("setting up the connection from " + bootstrap_->describe(pc.peer));
     }
-    recvs.push_back({pc, l});
+    recvs.push_back({pc, t, l});
   }
   for (auto& pc : needSend) {
     std::vector<char> got;
@@ -291,7 +329,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
       cleanup();
       return s.withContext("setting up the connection to " + bootstrap_->describe(pc.peer));
     }
-    PendingSend ps{pc, {}};
+    PendingSend ps{pc, transportFor(pc.peer), {}};
     std::memcpy(ps.handle.bytes, got.data(), sizeof ps.handle.bytes);
     sends.push_back(ps);
   }
@@ -299,7 +337,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     bool all = true;
     for (auto& s : sends) {
       if (s.comm) continue;
-      Status st = transport_.transport->connect(transport_.device, &s.handle, &s.comm);
+      Status st = s.t->transport->connect(s.t->device, &s.handle, &s.comm);
       if (!st) {
         cleanup();
         return st.withContext("connecting to " + bootstrap_->describe(s.pc.peer));
@@ -308,7 +346,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     }
     for (auto& r : recvs) {
       if (r.comm) continue;
-      Status st = transport_.transport->accept(r.listen, &r.comm);
+      Status st = r.t->transport->accept(r.listen, &r.comm);
       if (!st) {
         cleanup();
         return st.withContext("accepting the connection from " + bootstrap_->describe(r.pc.peer));
@@ -327,25 +365,28 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     struct timespec ts{0, 200000};
     nanosleep(&ts, nullptr);
   }
-  std::string dev = transport_.transport->device(transport_.device).name + " " + transport_.transport->device(transport_.device).address;
+  auto dev = [](const TransportChoice* t) {
+    auto p = t->transport->device(t->device);
+    return p.name + " " + p.address;
+  };
   const char* chan[] = {"collectives", "point-to-point"};
   for (auto& s : sends) {
-    auto ch = std::make_unique<SendChannel>(transport_.transport.get(), s.comm, cfg_.nslots, slotBytes_);
+    auto ch = std::make_unique<SendChannel>(s.t->transport.get(), s.comm, cfg_.nslots, slotBytes_);
     s.comm = nullptr;
     WEFT_TRY(ch->init());
     WEFT_INFO(NET, "rank %d -> %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], transport_.name.c_str(), dev.c_str(),
+              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], s.t->name.c_str(), dev(s.t).c_str(),
               ch->stagingBytes());
     send_[s.pc] = std::move(ch);
   }
   for (auto& r : recvs) {
-    (void)transport_.transport->closeListen(r.listen);
+    (void)r.t->transport->closeListen(r.listen);
     r.listen = nullptr;
-    auto ch = std::make_unique<RecvChannel>(transport_.transport.get(), r.comm, cfg_.nslots, slotBytes_);
+    auto ch = std::make_unique<RecvChannel>(r.t->transport.get(), r.comm, cfg_.nslots, slotBytes_);
     r.comm = nullptr;
     WEFT_TRY(ch->init());
     WEFT_INFO(NET, "rank %d <- %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], transport_.name.c_str(), dev.c_str(),
+              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], r.t->name.c_str(), dev(r.t).c_str(),
               ch->stagingBytes());
     recv_[r.pc] = std::move(ch);
   }

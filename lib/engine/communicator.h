@@ -100,7 +100,9 @@ class Communicator {
   uint64_t splitSeq_ = 0;
   std::atomic<bool> abort_{false};
   std::unique_ptr<bootstrap::Bootstrap> bootstrap_;
-  TransportChoice transport_;
+  TransportChoice transport_;  // the network transport, for every peer
+  TransportChoice shm_;        // same-host peers, when available
+  const TransportChoice* transportFor(int peer) const;
   std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
   std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
   std::vector<int> ring_;
