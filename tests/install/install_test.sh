@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the build tree into a temporary prefix and use it the way a user would:
-#   - build examples/ with pkg-config and with CMake (find_package(weft)), run each on 2 ranks;
+#   - build examples/ with pkg-config and with CMake (find_package(weft)), run allreduce on 2 ranks
+#     and sendrecv_group (send/recv in a group, all-gather) on 3 ranks;
 #   - libweft.so has a SONAME, needs no CUDA library, exports only weft* symbols;
 #   - the installed weft.h compiles as strict C99;
 #   - the installed weft-bench runs (finds libweft through its RPATH).
@@ -53,19 +54,23 @@ printf '#include <weft/weft.h>\nint main(void) { weftComm_t c = WEFT_COMM_NULL; 
 "$cc" -std=c99 -pedantic -Wall -Wextra -Werror -I"$prefix/include" -c "$tmp/c99.c" -o "$tmp/c99.o" ||
   fail "weft.h is not clean C99"
 
-# --- run an example on 2 local ranks -------------------------------------------------------------
-run2() {  # run2 <exe> <label>
-  local exe=$1 label=$2 idf=$tmp/id.$2 rc0=0 rc1=0
-  LD_LIBRARY_PATH=$libdir timeout 120 "$exe" 2 0 "$idf" > "$tmp/$label.0.out" 2>&1 &
-  local p0=$!
-  LD_LIBRARY_PATH=$libdir timeout 120 "$exe" 2 1 "$idf" > "$tmp/$label.1.out" 2>&1 &
-  local p1=$!
-  wait $p0 || rc0=$?
-  wait $p1 || rc1=$?
-  cat "$tmp/$label.0.out" "$tmp/$label.1.out"
-  [ $rc0 -eq 0 ] && [ $rc1 -eq 0 ] || fail "$label example failed (rank 0: $rc0, rank 1: $rc1)"
-  grep -q 'OK$' "$tmp/$label.0.out" && grep -q 'OK$' "$tmp/$label.1.out" ||
-    fail "$label example did not report OK"
+# --- run an example on N local ranks ------------------------------------------------------------
+runN() {  # runN <exe> <label> <nranks>
+  local exe=$1 label=$2 n=$3 idf=$tmp/id.$2 r
+  local pids=() rcs=()
+  for ((r = 0; r < n; ++r)); do
+    LD_LIBRARY_PATH=$libdir timeout 120 "$exe" "$n" "$r" "$idf" > "$tmp/$label.$r.out" 2>&1 &
+    pids+=($!)
+  done
+  for ((r = 0; r < n; ++r)); do
+    rcs[r]=0
+    wait "${pids[r]}" || rcs[r]=$?
+  done
+  for ((r = 0; r < n; ++r)); do cat "$tmp/$label.$r.out"; done
+  for ((r = 0; r < n; ++r)); do
+    [ "${rcs[r]}" -eq 0 ] || fail "$label example failed (exit status per rank: ${rcs[*]})"
+    grep -q 'OK$' "$tmp/$label.$r.out" || fail "$label example did not report OK on rank $r"
+  done
 }
 
 # weft.pc carries the configure-time prefix; pkg-config is pointed at the temporary prefix.
@@ -73,18 +78,20 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 pkgconfig="pkg-config --define-variable=prefix=$prefix"
 step "example with pkg-config: $pkgconfig --cflags --libs weft"
 mkdir -p "$tmp/pc"
-cp "$src/examples/allreduce.c" "$src/examples/Makefile" "$tmp/pc/"
+cp "$src/examples/allreduce.c" "$src/examples/sendrecv_group.c" "$src/examples/Makefile" "$tmp/pc/"
 make -C "$tmp/pc" CC="$cc" CFLAGS="-O2 -Wall -Wextra -pedantic $xflags" PKG_CONFIG="$pkgconfig" \
   > "$tmp/pc/make.log" 2>&1 ||
   { cat "$tmp/pc/make.log" >&2; fail "examples/Makefile (pkg-config) build failed"; }
-run2 "$tmp/pc/allreduce" pkgconfig
+runN "$tmp/pc/allreduce" pkgconfig 2
+runN "$tmp/pc/sendrecv_group" pkgconfig-group 3
 
 step "example with CMake: find_package(weft), CMAKE_PREFIX_PATH=$prefix"
 cmake -S "$src/examples" -B "$tmp/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
   -DCMAKE_C_FLAGS="$xflags" -DCMAKE_EXE_LINKER_FLAGS="$xflags" > "$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log" >&2; fail "cmake configure of examples/ failed"; }
 cmake --build "$tmp/cm" > "$tmp/cm-build.log" 2>&1 ||
   { cat "$tmp/cm-build.log" >&2; fail "cmake build of examples/ failed"; }
-run2 "$tmp/cm/allreduce" cmake
+runN "$tmp/cm/allreduce" cmake 2
+runN "$tmp/cm/sendrecv_group" cmake-group 3
 
 # --- the installed benchmark finds the installed library without LD_LIBRARY_PATH ---------------
 if [ -x "$prefix/bin/weft-bench" ]; then
