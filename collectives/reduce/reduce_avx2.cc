@@ -41,7 +41,6 @@ struct Avx2 {
   static D set1(double v) { return _mm256_set1_pd(v); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static D add(D a, D b) { return _mm256_add_pd(a, b); }
-  static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   static D mul(D a, D b) { return _mm256_mul_pd(a, b); }
   static F div(F a, F b) { return _mm256_div_ps(a, b); }
@@ -95,15 +94,11 @@ struct Avx2 {
   static I set1I(int32_t v) { return _mm256_set1_epi32(v); }
   static I and_(I a, I b) { return _mm256_and_si256(a, b); }
   static I or_(I a, I b) { return _mm256_or_si256(a, b); }
-  static I sub32(I a, I b) { return _mm256_sub_epi32(a, b); }
   template <int k>
   static I slli32(I v) { return _mm256_slli_epi32(v, k); }
   template <int k>
   static I srli32(I v) { return _mm256_srli_epi32(v, k); }
-  static I cmpgt32(I a, I b) { return _mm256_cmpgt_epi32(a, b); }
-  static I cmpeq32(I a, I b) { return _mm256_cmpeq_epi32(a, b); }
   static I selectI(I m, I t, I f) { return _mm256_blendv_epi8(f, t, m); }
-  static I min32(I a, I b) { return _mm256_min_epi32(a, b); }
   static I castI(F v) { return _mm256_castps_si256(v); }
   static F castF(I v) { return _mm256_castsi256_ps(v); }
   static I unpackLo16(I a, I b) { return _mm256_unpacklo_epi16(a, b); }
@@ -157,7 +152,6 @@ struct Avx2 {
   static H cmpneqFtoH(F a, F b) { return packMask(_mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_NEQ_UQ))); }
   static H isNanFtoH(F v) { return packMask(_mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))); }
   static H isNegFtoH(F v) { return packMask(_mm256_srai_epi32(_mm256_castps_si256(v), 31)); }
-  static F selectFbyH(H m, F t, F f) { return _mm256_blendv_ps(f, t, _mm256_castsi256_ps(_mm256_cvtepi16_epi32(m))); }
 
   // 32-bit integer divide by n (C truncation) through fp64: exact (see reduce_simd.h).
   static I divS32(I v, double n) {

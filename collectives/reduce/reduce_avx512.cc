@@ -49,7 +49,6 @@ struct Avx512 {
   static D set1(double v) { return _mm512_set1_pd(v); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static D add(D a, D b) { return _mm512_add_pd(a, b); }
-  static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static D mul(D a, D b) { return _mm512_mul_pd(a, b); }
   static F div(F a, F b) { return _mm512_div_ps(a, b); }
@@ -103,15 +102,11 @@ struct Avx512 {
   static I set1I(int32_t v) { return _mm512_set1_epi32(v); }
   static I and_(I a, I b) { return _mm512_and_si512(a, b); }
   static I or_(I a, I b) { return _mm512_or_si512(a, b); }
-  static I sub32(I a, I b) { return _mm512_sub_epi32(a, b); }
   template <int k>
   static I slli32(I v) { return _mm512_slli_epi32(v, k); }
   template <int k>
   static I srli32(I v) { return _mm512_srli_epi32(v, k); }
-  static __mmask16 cmpgt32(I a, I b) { return _mm512_cmpgt_epi32_mask(a, b); }
-  static __mmask16 cmpeq32(I a, I b) { return _mm512_cmpeq_epi32_mask(a, b); }
   static I selectI(__mmask16 m, I t, I f) { return _mm512_mask_blend_epi32(m, f, t); }
-  static I min32(I a, I b) { return _mm512_min_epi32(a, b); }
   static I castI(F v) { return _mm512_castps_si512(v); }
   static F castF(I v) { return _mm512_castsi512_ps(v); }
   static I unpackLo16(I a, I b) { return _mm512_unpacklo_epi16(a, b); }
@@ -155,7 +150,6 @@ struct Avx512 {
   static __mmask16 cmpneqFtoH(F a, F b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
   static __mmask16 isNanFtoH(F v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); }
   static __mmask16 isNegFtoH(F v) { return _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512()); }
-  static F selectFbyH(__mmask16 m, F t, F f) { return _mm512_mask_blend_ps(m, f, t); }
 
   // 32-bit integer divide by n (C truncation) through fp64: exact (see reduce_simd.h).
   static I join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
