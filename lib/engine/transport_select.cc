@@ -51,7 +51,9 @@ bool required(const char* what) {
 
 const std::vector<std::string>& knownTransports() {
 #ifdef WEFT_HAVE_IB_TRANSPORT
-  static const std::vector<std::string> kKnown = {"ib", "socket"};
+  // ib is reachable with WEFT_TRANSPORTS=ib (or WEFT_REQUIRE=rdma) until it has run in the field;
+  // it moves to the front of the preference order then.
+  static const std::vector<std::string> kKnown = {"socket", "ib"};
 #else
   static const std::vector<std::string> kKnown = {"socket"};
 #endif
@@ -80,7 +82,12 @@ Status selectTransport(const std::vector<std::string>& allowed, int localRank, T
   std::string tried;
   std::string names;
   for (const std::string& name : knownTransports()) names += (names.empty() ? "" : ", ") + name;
-  for (const std::string& name : knownTransports()) {
+  std::vector<std::string> order = knownTransports();
+  if (required("rdma")) {  // an RDMA transport or nothing
+    order.erase(std::remove_if(order.begin(), order.end(), [](const std::string& n) { return n != "ib"; }), order.end());
+    if (order.empty()) return systemError("WEFT_REQUIRE=rdma, but this build has no RDMA transport (it was built without <infiniband/verbs.h>)");
+  }
+  for (const std::string& name : order) {
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) continue;
     Status s = startTransport(name, localRank, out);
     if (s) return Status::ok();
