@@ -47,7 +47,7 @@ Status waitDone(MessagingTransport* t, Request* r, SendComm* sc, RecvComm* rc, s
     if (!s) return s;
     if (done) return Status::ok();
     if (nowMs() > end) return timeoutError("request did not complete");
-    if (++spins < 100) continue;
+    if (++spins < 4) continue;
     std::vector<pollfd> fds;
     if (sc) t->pollDescriptors(sc, &fds);
     if (rc) t->pollDescriptors(rc, &fds);
@@ -472,6 +472,41 @@ TEST(IbTransport, EngineFallsBackWithoutDeviceAndRequireMakesItAnError) {
   unsetenv("WEFT_REQUIRE");
   setenv("SOFTVERBS_SYSFS_ROOT", oldSv.c_str(), 1);
   setenv("WEFT_SYSFS_ROOT", oldW.c_str(), 1);
+}
+
+// Not run by default (ctest): one-process numbers for the report, ib over softverbs beside socket.
+//   ib_transport_test --gtest_also_run_disabled_tests --gtest_filter=*DISABLED_Measure*
+TEST(IbTransport, DISABLED_MeasureLatencyAndBandwidth) {
+  for (const char* name : {"ib", "socket"}) {
+    Status st;
+    std::unique_ptr<MessagingTransport> t = std::string(name) == "ib" ? createIbTransport(roce(), &st) : createSocketTransport(&st);
+    ASSERT_TRUE(t) << st.message();
+    Pair p(t.get());
+    ASSERT_TRUE(p.s && p.r);
+    for (size_t size : {size_t{8}, size_t{65536}, size_t{4} << 20}) {
+      std::vector<char> a(size, 1), b(size);
+      void *am = nullptr, *bm = nullptr;
+      ASSERT_TRUE(t->regMr(p.s, a.data(), size, &am).isOk());
+      ASSERT_TRUE(t->regMr(p.r, b.data(), size, &bm).isOk());
+      int iters = size <= 65536 ? 2000 : 100;
+      timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      for (int i = 0; i < iters; ++i) {
+        Request *rq = nullptr, *sq = nullptr;
+        ASSERT_TRUE(t->irecv(p.r, b.data(), size, 0, bm, &rq).isOk());
+        ASSERT_TRUE(t->isend(p.s, a.data(), size, 0, am, &sq).isOk());
+        size_t n;
+        ASSERT_TRUE(waitDone(t.get(), rq, p.s, p.r, &n).isOk());
+        ASSERT_TRUE(waitDone(t.get(), sq, p.s, p.r, &n).isOk());
+      }
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      double sec = static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+      printf("%-6s %9zu B: %8.2f us per message, %8.1f MB/s\n", name, size, sec / iters * 1e6,
+             static_cast<double>(size) * iters / sec / 1e6);
+      (void)t->deregMr(p.s, am);
+      (void)t->deregMr(p.r, bm);
+    }
+  }
 }
 
 }  // namespace
