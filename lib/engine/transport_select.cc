@@ -51,9 +51,9 @@ bool required(const char* what) {
 
 const std::vector<std::string>& knownTransports() {
 #ifdef WEFT_HAVE_IB_TRANSPORT
-  // ib is reachable with WEFT_TRANSPORTS=ib (or WEFT_REQUIRE=rdma) until it has run in the field;
-  // it moves to the front of the preference order then.
-  static const std::vector<std::string> kKnown = {"socket", "ib"};
+  // Fastest first (Communicator::create falls back to the largest index any rank chose). ib is only
+  // tried when WEFT_TRANSPORTS names it or WEFT_REQUIRE=rdma, until it has run in the field.
+  static const std::vector<std::string> kKnown = {"ib", "socket"};
 #else
   static const std::vector<std::string> kKnown = {"socket"};
 #endif
@@ -89,6 +89,7 @@ Status selectTransport(const std::vector<std::string>& allowed, int localRank, T
   }
   for (const std::string& name : order) {
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) continue;
+    if (name == "ib" && allowed.empty() && !required("rdma")) continue;  // opt-in for now (see above)
     Status s = startTransport(name, localRank, out);
     if (s) return Status::ok();
     if (name == "ib" && required("rdma"))
