@@ -112,10 +112,10 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
     WEFT_TRY(startTransport(want, rank, &c->transport_));
   }
 #if WEFT_HAVE_SHM
-  // Same-host peers: shared memory, unless WEFT_TRANSPORTS leaves it out. Every rank decides the
-  // same way from the same host identities, so both ends of a connection agree.
-  bool shmAllowed = c->cfg_.transports.empty() ||
-                    std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
+  // Same-host peers: shared memory when WEFT_TRANSPORTS names shm. Opt-in for now: through the
+  // engine it still fails one case of the test matrix (see docs/ARCHITECTURE.md). Every rank decides
+  // the same way from the same host identities, so both ends of a connection agree.
+  bool shmAllowed = std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
   if (shmAllowed) {
     Status ss;
     c->shm_.transport = transport::createShmTransport(&ss);
