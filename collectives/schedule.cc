@@ -18,6 +18,16 @@ int positionOf(const std::vector<int>& ring, int rank) {
   return static_cast<int>(std::find(ring.begin(), ring.end(), rank) - ring.begin());
 }
 
+// A rank's place on a ring: its position and its neighbours.
+struct RingPos {
+  int n, pos, next, prev;
+};
+RingPos ringPos(const std::vector<int>& ring, int rank) {
+  const int n = static_cast<int>(ring.size());
+  const int pos = positionOf(ring, rank);
+  return {n, pos, ring[static_cast<size_t>(mod(pos + 1, n))], ring[static_cast<size_t>(mod(pos - 1, n))]};
+}
+
 Step sendTo(Step st, int peer) {
   st.sendPeers[st.nsend++] = peer;
   return st;
@@ -34,10 +44,8 @@ Schedule single(std::vector<Step> steps) {
 }  // namespace
 
 Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count) {
-  const int n = static_cast<int>(ring.size());
-  const int pos = positionOf(ring, rank);
-  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
-  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  const RingPos rp = ringPos(ring, rank);
+  const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   auto seg = [&](int k) {
     Step st;
     segment(count, n, mod(k, n), &st.inOffset, &st.count);
@@ -104,10 +112,8 @@ Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count) {
 }
 
 Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count) {
-  const int n = static_cast<int>(ring.size());
-  const int pos = positionOf(ring, rank);
-  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
-  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  const RingPos rp = ringPos(ring, rank);
+  const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   auto block = [&](int p) {
     Step st;
     st.count = count;
@@ -128,10 +134,8 @@ Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count) {
 }
 
 Schedule ringReduceScatter(const std::vector<int>& ring, int rank, size_t recvcount) {
-  const int n = static_cast<int>(ring.size());
-  const int pos = positionOf(ring, rank);
-  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
-  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
+  const RingPos rp = ringPos(ring, rank);
+  const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   auto block = [&](int p) {
     Step st;
     st.count = recvcount;
@@ -149,11 +153,9 @@ Schedule ringReduceScatter(const std::vector<int>& ring, int rank, size_t recvco
 }
 
 Schedule chainBroadcast(const std::vector<int>& ring, int rank, size_t count, int root) {
-  const int n = static_cast<int>(ring.size());
-  const int pos = positionOf(ring, rank);
+  const RingPos rp = ringPos(ring, rank);
+  const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   const int rel = mod(pos - positionOf(ring, root), n);
-  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
-  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
   Step st;
   st.count = count;
   st.writeOutput = true;
@@ -164,11 +166,9 @@ Schedule chainBroadcast(const std::vector<int>& ring, int rank, size_t count, in
 }
 
 Schedule chainReduce(const std::vector<int>& ring, int rank, size_t count, int root) {
-  const int n = static_cast<int>(ring.size());
-  const int pos = positionOf(ring, rank);
+  const RingPos rp = ringPos(ring, rank);
+  const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   const int rel = mod(pos - positionOf(ring, root), n);
-  const int next = ring[static_cast<size_t>(mod(pos + 1, n))];
-  const int prev = ring[static_cast<size_t>(mod(pos - 1, n))];
   // The chain runs rel 1 -> 2 -> ... -> n-1 -> root (rel 0).
   Step st;
   st.count = count;
