@@ -620,11 +620,31 @@ Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
     if (!sticky_.isOk()) return sticky_;
   }
   WEFT_TRY(checkInterrupt());
+  // A send whose buffer a receive of the same group writes (in-place send/recv, as nccl-tests'
+  // sendrecv does) sends from a copy taken now: the lanes run concurrently, so the receive could
+  // otherwise overwrite data not sent yet.
+  std::vector<std::vector<char>> sendCopies;
+  auto bytesOf = [](const OpDesc& o) { return o.count * typeSize(o.dtype); };
+  auto overlapsRecv = [&](const OpDesc& send) {
+    auto a = reinterpret_cast<uintptr_t>(send.sendbuff);
+    for (const OpDesc& r : ops) {
+      if (r.coll != CollType::kRecv || r.count == 0) continue;
+      auto b = reinterpret_cast<uintptr_t>(r.recvbuff);
+      if (a < b + bytesOf(r) && b < a + bytesOf(send)) return true;
+    }
+    return false;
+  };
   // Collectives in one lane, in order; point-to-point in one lane per (peer, direction).
   std::vector<Lane> lanes(1);
   std::map<std::pair<int, int>, size_t> p2pLane;
-  for (const OpDesc& op : ops) {
-    if (op.count == 0) continue;  // zero-count operations are no-ops on every rank alike
+  for (const OpDesc& original : ops) {
+    if (original.count == 0) continue;  // zero-count operations are no-ops on every rank alike
+    OpDesc op = original;
+    if (op.coll == CollType::kSend && overlapsRecv(op)) {
+      const char* src = static_cast<const char*>(op.sendbuff);
+      sendCopies.emplace_back(src, src + bytesOf(op));
+      op.sendbuff = sendCopies.back().data();
+    }
     Part part;
     WEFT_TRY(plan(op, &part));
     if (op.coll == CollType::kSend || op.coll == CollType::kRecv) {

@@ -185,6 +185,22 @@ TEST(SendRecv, GroupsCompleteInAnyOrderIncludingSelfAndRepeatedPeers) {
       for (size_t i = 0; i < b2.size(); ++i)
         if (b2[i] != static_cast<int32_t>(i + 17 * prev)) { ++fails; break; }
     }
+    // In place, as nccl-tests' sendrecv does: the buffer sent is also the one received into, and
+    // large enough that the receive would overtake the send without the engine's copy.
+    {
+      std::vector<int32_t> buf(3 << 20);
+      for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<int32_t>(me * 7 + i);
+      weftGroupStart();
+      weftSend(buf.data(), buf.size(), weftInt32, next, comm, nullptr);
+      weftRecv(buf.data(), buf.size(), weftInt32, prev, comm, nullptr);
+      if (weftGroupEnd() != weftSuccess) ++fails;
+      for (size_t i = 0; i < buf.size(); ++i)
+        if (buf[i] != static_cast<int32_t>(prev * 7 + i)) {
+          ctx.say("in-place send/recv wrong at " + std::to_string(i));
+          ++fails;
+          break;
+        }
+    }
     // Outside a group, a send and its receive on different ranks.
     std::vector<float> x(5000, static_cast<float>(me)), y(5000);
     weftResult_t r = me == 0 ? weftSend(x.data(), x.size(), weftFloat, 1, comm, nullptr)
