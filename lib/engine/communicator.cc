@@ -215,8 +215,14 @@ Status Communicator::split(int color, int key, const CommOptions* opts, std::uni
 
 void Communicator::requestAbort() {
   if (abort_.exchange(true)) return;
-  if (bootstrap_ && !failed_.load())
-    bootstrap_->broadcastError(Code::kRemote, bootstrap_->describe(rank_) + " aborted its communicator (weftCommAbort)");
+  if (!bootstrap_) return;
+  // An abort that follows a failure names that failure: the others may not have learnt of it yet,
+  // and "rank 3 aborted" alone would hide the rank that actually died.
+  Status cause = asyncError();
+  if (failed_.load() && !cause.isOk()) return;  // fail() already told everyone
+  std::string why = bootstrap_->describe(rank_) + " aborted its communicator (weftCommAbort)";
+  if (!cause.isOk()) why += " after: " + cause.message();
+  bootstrap_->broadcastError(Code::kRemote, why);
 }
 
 Status Communicator::asyncError() const {
