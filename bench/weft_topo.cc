@@ -240,8 +240,9 @@ int plan(int argc, char** argv) {
     std::printf("rings: %zu channels (rail c mod %d, each entering and leaving every node on its rail)\n",
                 p.rings.channels.size(), g.nRails());
     std::printf("trees: %zu channels, shifted in-order double binary tree over nodes (depth %d, roots %d and %d), "
-                "chains inside nodes\n",
-                p.trees.channels.size(), depth, p.trees.trees[0].root, p.trees.trees[1].root);
+                "%s inside nodes\n",
+                p.trees.channels.size(), depth, p.trees.trees[0].root, p.trees.trees[1].root,
+                weft::plan::intraShapeName(p.trees.intra));
     std::printf("built in %.2f ms, %.2f MiB; ", buildMs, static_cast<double>(p.memoryBytes()) / (1 << 20));
     if (check)
       std::printf("checker: ok in %.2f ms (%lld ring and %lld tree inter-node edges rail-local, %lld rank visits)\n",

@@ -43,13 +43,17 @@ Schedule single(std::vector<Step> steps) {
 }
 }  // namespace
 
-Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count) {
+void sliceOf(size_t count, int n, int k, size_t* offset, size_t* len) { segment(count, n, k, offset, len); }
+
+Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count, size_t offset, int channel) {
   const RingPos rp = ringPos(ring, rank);
   const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;
   auto seg = [&](int k) {
     Step st;
     segment(count, n, mod(k, n), &st.inOffset, &st.count);
+    st.inOffset += offset;
     st.outOffset = st.inOffset;
+    st.channel = channel;
     return st;
   };
   std::vector<Step> steps;
@@ -83,32 +87,52 @@ Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count) {
   return single(std::move(steps));
 }
 
+Schedule treeAllReduce(const TreeNeighbors& t, size_t count, size_t offset, int channel) {
+  Step u;
+  u.count = count;
+  u.inOffset = u.outOffset = offset;
+  u.channel = channel;
+  u.useInput = true;
+  for (int c : t.down) u = recvFrom(u, c);
+  Schedule s;
+  Step d;
+  d.count = count;
+  d.inOffset = d.outOffset = offset;
+  d.channel = channel;
+  if (t.up >= 0) {
+    s.phases.push_back(Phase{{sendTo(u, t.up)}});
+    d.writeOutput = true;
+    d = recvFrom(d, t.up);
+  } else {
+    // The root completes the reduction; its broadcast waits for phase 2 (see the header).
+    u.writeOutput = u.finalize = true;
+    s.phases.push_back(Phase{{u}});
+    if (t.down.empty()) return s;
+    d.useInput = d.inputIsOutput = true;
+  }
+  for (int c : t.down) d = sendTo(d, c);
+  s.phases.push_back(Phase{{d}});
+  return s;
+}
+
 Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count) {
   const int n = static_cast<int>(order.size());
   const int i = positionOf(order, rank);
-  const int parent = i == 0 ? -1 : order[static_cast<size_t>((i - 1) / 2)];
-  Step u;
-  u.count = count;
-  u.useInput = true;
-  std::vector<int> children;
-  for (int c = 2 * i + 1; c <= 2 * i + 2 && c < n; ++c) children.push_back(order[static_cast<size_t>(c)]);
-  for (int c : children) u = recvFrom(u, c);
-  Schedule s;
-  if (parent >= 0) {
-    s.phases.push_back(Phase{{sendTo(u, parent)}});
-    Step d;
-    d.count = count;
-    d.writeOutput = true;
-    d = recvFrom(d, parent);
-    for (int c : children) d = sendTo(d, c);
-    s.phases.push_back(Phase{{d}});
-  } else {
-    // The root completes the reduction and starts the broadcast in the same step.
-    u.writeOutput = u.finalize = true;
-    for (int c : children) u = sendTo(u, c);
-    s.phases.push_back(Phase{{u}});
+  TreeNeighbors t;
+  t.up = i == 0 ? -1 : order[static_cast<size_t>((i - 1) / 2)];
+  for (int c = 2 * i + 1; c <= 2 * i + 2 && c < n; ++c) t.down.push_back(order[static_cast<size_t>(c)]);
+  return treeAllReduce(t, count);
+}
+
+Schedule mergeSchedules(std::vector<Schedule> parts) {
+  if (parts.size() == 1) return std::move(parts[0]);
+  Schedule out;
+  for (Schedule& p : parts) {
+    if (out.phases.size() < p.phases.size()) out.phases.resize(p.phases.size());
+    for (size_t i = 0; i < p.phases.size(); ++i)
+      for (Step& st : p.phases[i].steps) out.phases[i].steps.push_back(st);
   }
-  return s;
+  return out;
 }
 
 Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count) {

@@ -21,12 +21,14 @@ namespace weft::coll {
 //   recvReduceCopySend useInput, recv, output,   send
 //   recvCopySend                 recv, output,   send
 //   recv                         recv, output
+inline constexpr int kMaxStepPeers = 3;  // a tree head: two nodes and one local rank
 struct Step {
-  int recvPeers[2] = {-1, -1};
+  int recvPeers[kMaxStepPeers] = {-1, -1, -1};
   int nrecv = 0;
-  int sendPeers[2] = {-1, -1};
+  int sendPeers[kMaxStepPeers] = {-1, -1, -1};
   int nsend = 0;
   bool useInput = false;     // reduce with sendbuff[inOffset ...]
+  bool inputIsOutput = false;  // useInput reads recvbuff[outOffset ...] instead (a result computed earlier)
   bool writeOutput = false;  // store the result in recvbuff[outOffset ...]
   bool finalize = false;     // this step completes the reduction: apply the avg divide here
   size_t inOffset = 0;       // element offsets in the user buffers
@@ -37,6 +39,8 @@ struct Step {
 
 inline constexpr int kCollChannel = 0;
 inline constexpr int kP2pChannel = 1;
+// The engine channel of a collective's k-th plan channel (ring or tree channel k): 0, then 2, 3, ...
+inline int collChannel(int k) { return k == 0 ? kCollChannel : k + 1; }
 
 struct Phase {
   std::vector<Step> steps;
@@ -49,10 +53,29 @@ struct Schedule {
 // Ring all-reduce (reduce-scatter then all-gather) on the ring order given (ring[i] = rank at
 // position i); count elements. Every rank's result is the owner's sum of the segment, so all ranks
 // are bitwise identical.
-Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count);
+// offset: the elements [offset, offset + count) of the buffers; channel: the engine channel.
+Schedule ringAllReduce(const std::vector<int>& ring, int rank, size_t count, size_t offset = 0,
+                       int channel = kCollChannel);
 
-// Binary-tree all-reduce: reduce up to the root (heap order over `order`), then broadcast down.
+// A rank's place in one tree: its parent (-1 at the root) and children.
+struct TreeNeighbors {
+  int up = -1;
+  std::vector<int> down;  // at most kMaxStepPeers
+};
+// Tree all-reduce on elements [offset, offset + count): phase 1 reduces up to the root (which
+// stores the result), phase 2 broadcasts it down (the root sends from its output). Keeping the
+// root's broadcast out of phase 1 is what lets two trees' schedules merge phase by phase without
+// deadlock under bounded slots: in a phase every message flows the same way in both trees.
+Schedule treeAllReduce(const TreeNeighbors& t, size_t count, size_t offset = 0, int channel = kCollChannel);
+// The same over a binary heap on `order` (order[0] the root; children of i are 2i+1, 2i+2).
 Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count);
+
+// Several schedules run as one: phase p of the result holds phase p of each, in the given order.
+// Inside a phase the executor runs chunk-major over all their steps, so channels that carry
+// separate slices (one per ring or tree channel) progress together.
+Schedule mergeSchedules(std::vector<Schedule> parts);
+// Slice k of `count` elements split into n slices (sizes differ by at most one).
+void sliceOf(size_t count, int n, int k, size_t* offset, size_t* len);
 
 // Ring all-gather: every rank's count-element block lands at recvbuff[rank * count].
 Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count);

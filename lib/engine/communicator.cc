@@ -14,6 +14,9 @@
 #include "lib/core/log.h"
 #include "lib/core/util.h"
 #include "lib/engine/transport_select.h"
+#include "lib/plan/collective_plan.h"
+#include "lib/topo/topo.h"
+#include "lib/topo/topo_file.h"
 #if WEFT_HAVE_SHM
 #include "transports/shm/shm_transport.h"
 #endif
@@ -134,12 +137,159 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
 #endif
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
-  for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
+  WEFT_TRY(c->buildPlan().withContext("planning rings and trees"));
   WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
             opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
             c->transport_.transport->device(c->transport_.device).name.c_str(),
             c->cfg_.nslots, c->slotBytes_);
   *out = std::move(c);
+  return Status::ok();
+}
+
+namespace {
+// Node discovery runs once per process and set of discovery settings (a split or a second
+// communicator reuses it): hwloc and sysfs walks are not free, and the node does not change.
+Status discoverOnce(topo::NodeTopology* out) {
+  static std::mutex mu;
+  static std::map<std::string, topo::NodeTopology> cache;
+  std::string key;
+  for (const char* v : {"WEFT_SYSFS_ROOT", "WEFT_HWLOC_XML", "WEFT_GPU_BUS_IDS", "WEFT_IB_HCA", "WEFT_IB_GID_INDEX",
+                        "WEFT_IB_ADDR_FAMILY", "WEFT_IB_ADDR_RANGE", "WEFT_IB_ROCE_VERSION_NUM", "WEFT_TOPO_FILE",
+                        "WEFT_TOPO_DUMP_FILE"})
+    key += config::getString(v) + '\n';
+  std::lock_guard<std::mutex> g(mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    topo::NodeTopology t;
+    WEFT_TRY(topo::loadNodeTopologyFromEnv(&t).withContext("discovering this node"));
+    it = cache.emplace(key, topo::compactTopology(t)).first;
+  }
+  *out = it->second;
+  return Status::ok();
+}
+
+// WEFT_DEVICE: the GPU this rank drives, as an index into the node's GPUs (bus-id order) or a bus id.
+Status deviceBusId(const topo::NodeTopology& t, std::string* out) {
+  out->clear();
+  std::string v = config::getString("WEFT_DEVICE");
+  if (v.empty()) return Status::ok();
+  bool digits = v.find_first_not_of("0123456789") == std::string::npos;
+  if (digits && v.size() < 6) {
+    size_t i = std::stoul(v);
+    if (i >= t.gpus.size())
+      return invalidArgument("WEFT_DEVICE=" + v + " names GPU " + v + ", but this node has " + std::to_string(t.gpus.size()) +
+                             " GPU(s) (WEFT_GPU_BUS_IDS or discovery); use an index below that or a PCI bus id");
+    *out = t.gpus[i].pciBusId;
+    return Status::ok();
+  }
+  std::string norm;
+  if (!topo::normalizeBusId(v, &norm) || t.gpuIndex(norm) < 0)
+    return invalidArgument("WEFT_DEVICE=" + v + " is neither a GPU index nor the PCI bus id of one of this node's " +
+                           std::to_string(t.gpus.size()) + " GPU(s)");
+  *out = norm;
+  return Status::ok();
+}
+
+std::string joinRanks(const std::vector<int>& v) {
+  std::string s;
+  for (int r : v) s += (s.empty() ? "" : " ") + std::to_string(r);
+  return s.empty() ? "-" : s;
+}
+}  // namespace
+
+// Every rank describes its node (compact topology) and its GPU; the descriptions are all-gathered,
+// so every rank builds the same system graph, rings and trees (lib/plan is a pure function of them).
+Status Communicator::buildPlan() {
+  const uint64_t deadline = nowNs() + cfg_.initTimeoutMs * kNsPerMs;
+  topo::NodeTopology node;
+  WEFT_TRY(discoverOnce(&node));
+  std::string gpu;
+  WEFT_TRY(deviceBusId(node, &gpu));
+  const std::vector<uint8_t> blob = topo::serializeTopology(node);
+  struct Desc {
+    char gpu[32];
+    uint64_t topoBytes;
+  };
+  std::vector<Desc> descs(static_cast<size_t>(nranks_));
+  Desc& mine = descs[static_cast<size_t>(rank_)];
+  std::memset(&mine, 0, sizeof mine);
+  std::snprintf(mine.gpu, sizeof mine.gpu, "%s", gpu.c_str());
+  mine.topoBytes = blob.size();
+  WEFT_TRY(bootstrap_->allGather(descs.data(), sizeof(Desc), deadline));
+  uint64_t most = 0;
+  for (const Desc& d : descs) most = std::max(most, d.topoBytes);
+  std::vector<uint8_t> blobs(static_cast<size_t>(most) * static_cast<size_t>(nranks_));
+  std::memcpy(blobs.data() + static_cast<size_t>(most) * static_cast<size_t>(rank_), blob.data(), blob.size());
+  WEFT_TRY(bootstrap_->allGather(blobs.data(), static_cast<size_t>(most), deadline));
+
+  plan::FabricInput in;
+  std::map<std::pair<uint64_t, std::string>, int> seen;  // (host, description) -> topology index
+  for (int r = 0; r < nranks_; ++r) {
+    const Desc& d = descs[static_cast<size_t>(r)];
+    const uint8_t* b = blobs.data() + static_cast<size_t>(most) * static_cast<size_t>(r);
+    if (d.topoBytes > most) return internalError("a node description longer than the all-gather block");
+    const uint64_t host = bootstrap_->peer(r).hostId;
+    auto key = std::make_pair(host, std::string(reinterpret_cast<const char*>(b), static_cast<size_t>(d.topoBytes)));
+    auto it = seen.find(key);
+    if (it == seen.end()) {
+      topo::NodeTopology t;
+      WEFT_TRY(topo::deserializeTopology(b, static_cast<size_t>(d.topoBytes), &t)
+                   .withContext("the node description of " + bootstrap_->describe(r)));
+      it = seen.emplace(std::move(key), static_cast<int>(in.topologies.size())).first;
+      in.topologies.push_back(std::move(t));
+    }
+    plan::RankDescription rd;
+    rd.rank = r;
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(host));
+    rd.hostId = hex;
+    rd.gpuBusId.assign(d.gpu, strnlen(d.gpu, sizeof d.gpu));
+    rd.topology = it->second;
+    in.ranks.push_back(std::move(rd));
+  }
+  plan::CollectivePlan p;
+  WEFT_TRY(plan::buildCollectivePlan(in, {}, &p));
+  Status check = plan::checkCollectivePlan(p);
+  if (!check) return internalError("the plan failed its own check (a bug in lib/plan): " + check.message());
+
+  rings_.clear();
+  trees_.clear();
+  for (const plan::RingChannel& c : p.rings.channels) rings_.push_back(c.order);
+  for (size_t c = 0; c < p.trees.channels.size(); ++c) {
+    plan::RankLinks l = plan::treeLinks(p.graph, p.trees, static_cast<int>(c), rank_);
+    coll::TreeNeighbors t;
+    t.up = l.up;
+    for (int k = 0; k < l.nDown; ++k) t.down.push_back(l.down[static_cast<size_t>(k)]);
+    trees_.push_back(std::move(t));
+  }
+  plan::ModelTransports mt;
+  mt.interFromGraph = false;
+  mt.inter = transport_.name == "ib" ? plan::Transport::kIb : plan::Transport::kSocket;
+  mt.hostIntra = shm_.transport ? plan::Transport::kShm : plan::Transport::kSocket;
+  model_ = plan::CostModel(p.graph, p.rings, p.trees, plan::CostConstants{}, mt);
+
+  const plan::SystemGraph& g = p.graph;
+  if (rank_ == 0) {
+    WEFT_INFO(PLAN, "plan: %d node(s) x up to %d rank(s), %d rail(s); %zu ring channel(s), %zu tree channel(s) "
+              "(shifted in-order double binary tree, %s inside nodes); inter-node %s, intra-node %s",
+              g.nNodes(), g.maxRanksPerNode(), g.nRails(), rings_.size(), trees_.size(),
+              plan::intraShapeName(p.trees.intra), plan::transportName(model_.interTransport()),
+              plan::transportName(model_.intraTransport()));
+    for (const std::string& note : g.notes()) WEFT_INFO(PLAN, "plan: %s", note.c_str());
+  }
+  // This rank's neighbours per channel (the fake-node test reads these lines).
+  const int nodeIdx = g.nodeOf(rank_);
+  for (size_t c = 0; c < rings_.size(); ++c) {
+    const auto& o = rings_[c];
+    const size_t pos = static_cast<size_t>(std::find(o.begin(), o.end(), rank_) - o.begin());
+    WEFT_INFO(PLAN, "plan: rank %d node %d gpu %s: ring channel %zu rail %d: prev %d next %d", rank_, nodeIdx,
+              gpu.empty() ? "-" : gpu.c_str(), c, p.rings.channels[c].rail, o[(pos + o.size() - 1) % o.size()],
+              o[(pos + 1) % o.size()]);
+  }
+  for (size_t c = 0; c < trees_.size(); ++c)
+    WEFT_INFO(PLAN, "plan: rank %d node %d gpu %s: tree channel %zu tree %d rail %d: up %d down %s", rank_, nodeIdx,
+              gpu.empty() ? "-" : gpu.c_str(), c, p.trees.channels[c].tree, p.trees.channels[c].rail, trees_[c].up,
+              joinRanks(trees_[c].down).c_str());
   return Status::ok();
 }
 
@@ -375,13 +525,16 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     auto p = t->transport->device(t->device);
     return p.name + " " + p.address;
   };
-  const char* chan[] = {"collectives", "point-to-point"};
+  auto chan = [](int c) {
+    return c == coll::kP2pChannel ? std::string("point-to-point")
+                                  : "collectives " + std::to_string(c == coll::kCollChannel ? 0 : c - 1);
+  };
   for (auto& s : sends) {
     auto ch = std::make_unique<SendChannel>(s.t->transport.get(), s.comm, cfg_.nslots, slotBytes_);
     s.comm = nullptr;
     WEFT_TRY(ch->init());
     WEFT_INFO(NET, "rank %d -> %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan[s.pc.channel], s.t->name.c_str(), dev(s.t).c_str(),
+              rank_, bootstrap_->describe(s.pc.peer).c_str(), chan(s.pc.channel).c_str(), s.t->name.c_str(), dev(s.t).c_str(),
               ch->stagingBytes());
     send_[s.pc] = std::move(ch);
   }
@@ -392,7 +545,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
     r.comm = nullptr;
     WEFT_TRY(ch->init());
     WEFT_INFO(NET, "rank %d <- %s (%s channel): transport %s, NIC %s, GID n/a, GPUDirect n/a (host memory), %zu bytes staging",
-              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan[r.pc.channel], r.t->name.c_str(), dev(r.t).c_str(),
+              rank_, bootstrap_->describe(r.pc.peer).c_str(), chan(r.pc.channel).c_str(), r.t->name.c_str(), dev(r.t).c_str(),
               ch->stagingBytes());
     recv_[r.pc] = std::move(ch);
   }
@@ -495,14 +648,16 @@ class Executor {
     *ran = false;
     const Communicator::Part& part = parts_[part_];
     const OpDesc& op = part.op;
-    const char* inputs[3];
+    const char* inputs[coll::kMaxStepPeers + 1];
     int ninputs = 0;
-    RecvChannel* rch[2] = {};
-    SendChannel* sch[2] = {};
-    char* out[2] = {};
+    RecvChannel* rch[coll::kMaxStepPeers] = {};
+    SendChannel* sch[coll::kMaxStepPeers] = {};
+    char* out[coll::kMaxStepPeers] = {};
     const size_t bytes = n * esize_;
     // Only touched when the step uses them (a non-root's broadcast sendbuff may be NULL).
-    const char* input = st.useInput ? static_cast<const char*>(op.sendbuff) + (st.inOffset + off) * esize_ : nullptr;
+    const char* input = !st.useInput        ? nullptr
+                        : st.inputIsOutput ? static_cast<const char*>(op.recvbuff) + (st.outOffset + off) * esize_
+                                           : static_cast<const char*>(op.sendbuff) + (st.inOffset + off) * esize_;
     char* output = st.writeOutput ? static_cast<char*>(op.recvbuff) + (st.outOffset + off) * esize_ : nullptr;
     if (st.useInput) inputs[ninputs++] = input;
     for (int k = 0; k < st.nrecv; ++k) {
@@ -571,18 +726,27 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   h.count = op.count;
   const int n = nranks_;
   plan::Algo algo = plan::Algo::kRing;
+  plan::Plan chosen;
   switch (op.coll) {
     case CollType::kAllReduce: {
-      plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, op.count * esize, n);
-      algo = p.algo;
-      part->sched = algo == plan::Algo::kTree ? coll::treeAllReduce(ring_, rank_, op.count)
-                                              : coll::ringAllReduce(ring_, rank_, op.count);
+      chosen = plan::choosePlanFromModel(cfg_.tuner, model_, op.coll, op.count * esize);
+      algo = chosen.algo;
+      // Channel k carries slice k of the elements over ring / tree channel k of the plan.
+      std::vector<coll::Schedule> slices;
+      for (int k = 0; k < chosen.nchannels; ++k) {
+        size_t off, len;
+        coll::sliceOf(op.count, chosen.nchannels, k, &off, &len);
+        slices.push_back(algo == plan::Algo::kTree
+                             ? coll::treeAllReduce(trees_[static_cast<size_t>(k)], len, off, coll::collChannel(k))
+                             : coll::ringAllReduce(rings_[static_cast<size_t>(k)], rank_, len, off, coll::collChannel(k)));
+      }
+      part->sched = coll::mergeSchedules(std::move(slices));
       break;
     }
-    case CollType::kAllGather: part->sched = coll::ringAllGather(ring_, rank_, op.count); break;
-    case CollType::kReduceScatter: part->sched = coll::ringReduceScatter(ring_, rank_, op.count); break;
-    case CollType::kBroadcast: part->sched = coll::chainBroadcast(ring_, rank_, op.count, op.root); break;
-    case CollType::kReduce: part->sched = coll::chainReduce(ring_, rank_, op.count, op.root); break;
+    case CollType::kAllGather: part->sched = coll::ringAllGather(rings_[0], rank_, op.count); break;
+    case CollType::kReduceScatter: part->sched = coll::ringReduceScatter(rings_[0], rank_, op.count); break;
+    case CollType::kBroadcast: part->sched = coll::chainBroadcast(rings_[0], rank_, op.count, op.root); break;
+    case CollType::kReduce: part->sched = coll::chainReduce(rings_[0], rank_, op.count, op.root); break;
     case CollType::kAlltoAll: {
       part->sched = coll::pairwiseAlltoAll(n, rank_, op.count);
       if (op.sendbuff == op.recvbuff) {  // in place: send from a copy of the input
@@ -611,9 +775,24 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   for (size_t b = op.count * esize; b > 1; b >>= 1) ++bucket;
   if (loggedPlans_.insert(static_cast<int>(op.coll) * 1024 + static_cast<int>(algo) * 64 + bucket).second ||
       log::enabled(log::Level::kTrace, "PLAN")) {
-    WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: %s (%s)", collName(op.coll), op.count * esize, n,
-              op.coll == CollType::kAllReduce ? plan::algoName(algo) : "ring/chain/pairwise",
-              cfg_.tuner.forced ? "forced by WEFT_ALGO" : "tuner, by size");
+    const size_t bytes = op.count * esize;
+    if (op.coll == CollType::kAllReduce) {
+      std::string why = "forced by WEFT_ALGO";
+      if (!cfg_.tuner.forced) {
+        why = "cost model:";
+        for (plan::Algo a : plan::kRegisteredAlgos)
+          if (model_.applies(a, op.coll)) {
+            char b[64];
+            std::snprintf(b, sizeof b, " %s %.1f us", plan::algoName(a), model_.predict(a, op.coll, bytes).timeUs);
+            why += b;
+          }
+      }
+      WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: %s on %d channel%s (%s)", collName(op.coll), bytes, n,
+                plan::algoName(algo), chosen.nchannels, chosen.nchannels == 1 ? "" : "s", why.c_str());
+    } else {
+      WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: %s on ring channel 0", collName(op.coll), bytes, n,
+                op.coll == CollType::kAlltoAll ? "pairwise" : op.coll == CollType::kAllGather || op.coll == CollType::kReduceScatter ? "ring" : "chain");
+    }
   }
   return Status::ok();
 }

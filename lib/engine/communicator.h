@@ -17,6 +17,7 @@
 #include "lib/core/types.h"
 #include "lib/engine/channel.h"
 #include "lib/engine/transport_select.h"
+#include "lib/plan/cost_model.h"
 #include "lib/plan/tuner.h"
 #include "transports/transport.h"
 
@@ -77,6 +78,10 @@ class Communicator {
   // The sticky error (success while the communicator is healthy).
   Status asyncError() const;
   size_t stagingBytes() const;
+  // The plan this rank computed at init (identical on every rank): ring orders per ring channel and
+  // this rank's links per tree channel (lib/plan, from the all-gathered node descriptions).
+  const std::vector<std::vector<int>>& ringOrders() const { return rings_; }
+  const std::vector<coll::TreeNeighbors>& treeLinks() const { return trees_; }
 
   // Calls in flight (weftCommAbort waits for them to leave before freeing).
   std::atomic<int> activeCalls{0};
@@ -86,6 +91,7 @@ class Communicator {
   struct Part;
   struct Lane;
   Status plan(const OpDesc& op, Part* part);
+  Status buildPlan();  // at init: all-gather node descriptions, build rings, trees and the cost model
   Status runLanes(std::vector<Lane>& lanes);
   Status connectPeers(const std::vector<coll::PeerChannel>& sendPeers, const std::vector<coll::PeerChannel>& recvPeers);
   Status fail(const Status& s);  // record the sticky error, tell the peers, return it
@@ -105,7 +111,9 @@ class Communicator {
   const TransportChoice* transportFor(int peer) const;
   std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
   std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
-  std::vector<int> ring_;
+  std::vector<std::vector<int>> rings_;     // per ring channel: the ranks in ring order
+  std::vector<coll::TreeNeighbors> trees_;  // per tree channel: this rank's parent and children
+  plan::CostModel model_;
   uint32_t seq_ = 0;                   // collectives
   std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
   std::map<int, uint32_t> recvSeq_;

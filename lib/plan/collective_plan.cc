@@ -5,7 +5,17 @@ namespace weft::plan {
 Status buildCollectivePlan(const FabricInput& in, const PlanOptions& options, CollectivePlan* out) {
   WEFT_TRY(buildSystemGraph(in, &out->graph));
   WEFT_TRY(buildRings(out->graph, options.ringChannels, &out->rings));
-  WEFT_TRY(buildTrees(out->graph, options.treeChannels, &out->trees));
+  IntraShape shape = IntraShape::kBinary;
+  if (options.intra == PlanOptions::Intra::kChain) {
+    shape = IntraShape::kChain;
+  } else if (options.intra == PlanOptions::Intra::kAuto) {
+    for (int r = 0; r < out->graph.nRanks(); ++r)
+      if (out->graph.gpuOf(r) >= 0) {
+        shape = IntraShape::kChain;
+        break;
+      }
+  }
+  WEFT_TRY(buildTrees(out->graph, options.treeChannels, &out->trees, shape));
   return Status::ok();
 }
 

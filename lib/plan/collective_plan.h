@@ -13,6 +13,8 @@ namespace weft::plan {
 struct PlanOptions {
   int ringChannels = 0;  // 0: one per rail
   int treeChannels = 0;  // 0: two per rail (tree 0 and tree 1)
+  // Shape of the trees inside a node; kAuto: chains when the ranks drive GPUs, binary for host ranks.
+  enum class Intra : uint8_t { kAuto, kChain, kBinary } intra = Intra::kAuto;
 };
 
 struct CollectivePlan {

@@ -4,33 +4,53 @@
 
 namespace weft::plan {
 
-CostModel::CostModel(const SystemGraph& g, const RingSet& rings, const TreeSet& trees, const CostConstants& k)
+namespace {
+const TransportConstants& constantsOf(const CostConstants& k, Transport t) {
+  switch (t) {
+    case Transport::kIb: return k.ib;
+    case Transport::kShm: return k.shm;
+    default: return k.socket;
+  }
+}
+constexpr double kUnlimited = 1e30;
+}  // namespace
+
+CostModel::CostModel(const SystemGraph& g, const RingSet& rings, const TreeSet& trees, const CostConstants& k,
+                     const ModelTransports& mt)
     : k_(k) {
   nRanks_ = g.nRanks();
   nNodes_ = g.nNodes();
   ppn_ = g.maxRanksPerNode();
-  transport_ = g.interTransport();
+  nRails_ = g.nRails();
+  transport_ = mt.interFromGraph ? g.interTransport() : mt.inter;
+  if (transport_ == Transport::kIb && nRails_ == 0) transport_ = Transport::kSocket;
   ringChannels_ = std::max<int>(1, static_cast<int>(rings.channels.size()));
   treeChannels_ = std::max<int>(1, static_cast<int>(trees.channels.size()));
   treeDepth_ = std::max(trees.trees[0].depth, trees.trees[1].depth);
-  // Inter-node bandwidth: every rail the ring channels use, each at its slowest port's rate.
+  intraShape_ = trees.intra;
+  intraDepth_ = intraDepth(intraShape_, ppn_);
+  // Inter-node bandwidth: ib per rail at its slowest port's rate; sockets share the host's path.
+  const TransportConstants& inter = constantsOf(k, transport_);
+  interAlphaUs_ = inter.alphaUs;
   if (transport_ == Transport::kIb) {
-    interAlphaUs_ = k.ib.alphaUs;
-    std::vector<char> used(static_cast<size_t>(g.nRails()), 0);
-    for (const RingChannel& c : rings.channels)
-      if (c.rail >= 0) used[static_cast<size_t>(c.rail)] = 1;
-    for (int r = 0; r < g.nRails(); ++r) {
-      if (!used[static_cast<size_t>(r)]) continue;
-      const double gbps = g.railMbps(r) > 0 ? g.railMbps(r) / 8000.0 * k.ib.efficiency : k.ib.fallbackGBps;
-      interGBps_ += gbps;
-    }
+    for (int r = 0; r < nRails_; ++r)
+      railGBps_.push_back(g.railMbps(r) > 0 ? g.railMbps(r) / 8000.0 * k.ib.efficiency : k.ib.fallbackGBps);
+    interGBps_ = interBw(ringChannels_, false);
   } else {
-    interAlphaUs_ = k.socket.alphaUs;
-    interGBps_ = k.socket.fallbackGBps;
+    interGBps_ = inter.fallbackGBps;
   }
   bool gpus = false;
   for (int r = 0; r < nRanks_ && !gpus; ++r) gpus = g.gpuOf(r) >= 0;
-  intraGBps_ = gpus ? k.gpuIntraGBps : k.hostIntraGBps;
+  intraTransport_ = gpus ? Transport::kIb : mt.hostIntra;  // kIb unused for GPUs: their own constants
+  if (gpus) {
+    intraAlphaUs_ = k.gpuIntraAlphaUs;
+    intraGBps_ = k.gpuIntraGBps;
+  } else {
+    const TransportConstants& intra = constantsOf(k, mt.hostIntra == Transport::kIb ? Transport::kSocket : mt.hostIntra);
+    intraTransport_ = mt.hostIntra == Transport::kIb ? Transport::kSocket : mt.hostIntra;
+    intraAlphaUs_ = intra.alphaUs;
+    intraGBps_ = intra.fallbackGBps;
+  }
   for (int v = 0; v < nNodes_; ++v) {
     int d = 0;
     for (const NodeTree& t : trees.trees) {
@@ -41,10 +61,39 @@ CostModel::CostModel(const SystemGraph& g, const RingSet& rings, const TreeSet& 
   }
 }
 
+double CostModel::interBw(int nch, bool tree) const {
+  if (transport_ != Transport::kIb || railGBps_.empty()) return interGBps_;
+  // The rails the first nch channels use (ring c: rail c mod R; tree c: rail (c/2) mod R).
+  std::vector<char> used(railGBps_.size(), 0);
+  for (int c = 0; c < nch; ++c) used[static_cast<size_t>((tree ? c / 2 : c) % nRails_)] = 1;
+  double bw = 0;
+  for (size_t r = 0; r < used.size(); ++r)
+    if (used[r]) bw += railGBps_[r];
+  return bw;
+}
+
+int CostModel::channels(Algo algo, size_t bytes) const {
+  const int most = algo == Algo::kTree ? treeChannels_ : ringChannels_;
+  const size_t per = std::max<size_t>(k_.bytesPerChannel, 1);
+  const size_t want = (bytes + per - 1) / per;
+  return static_cast<int>(std::clamp<size_t>(want, 1, static_cast<size_t>(most)));
+}
+
+bool CostModel::applies(Algo algo, CollType coll) const {
+  switch (algo) {
+    case Algo::kRing:
+      return coll == CollType::kAllReduce || coll == CollType::kAllGather || coll == CollType::kReduceScatter ||
+             coll == CollType::kBroadcast || coll == CollType::kReduce;
+    case Algo::kTree: return coll == CollType::kAllReduce && nRanks_ > 1;
+  }
+  return false;
+}
+
 AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
   AlgoCost out;
   const double n = nRanks_, s = static_cast<double>(bytes);
   const double busFactor = coll == CollType::kAllReduce ? 2.0 * (n - 1) / n : (n - 1) / n;
+  const int nch = channels(algo, bytes);
   if (nRanks_ == 1) {
     out.timeUs = k_.baseUs + s / (intraGBps_ * 1000.0);
   } else if (algo == Algo::kRing || coll != CollType::kAllReduce) {
@@ -52,17 +101,23 @@ AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
     // boundaries on N of every n edges.
     const double steps = coll == CollType::kAllReduce ? 2.0 * (n - 1) : n - 1;
     const double interHops = nNodes_ > 1 ? steps * nNodes_ / n : 0.0;
-    const double lat = k_.baseUs + interHops * interAlphaUs_ + (steps - interHops) * k_.intraAlphaUs;
-    double bw = ppn_ > 1 ? intraGBps_ : 1e30;
-    if (nNodes_ > 1) bw = std::min(bw, interGBps_);
+    const double lat = k_.baseUs + interHops * interAlphaUs_ + (steps - interHops) * intraAlphaUs_;
+    double bw = ppn_ > 1 ? intraGBps_ : kUnlimited;
+    if (nNodes_ > 1) bw = std::min(bw, interBw(nch, false));
     out.timeUs = lat + s * steps / n / (bw * 1000.0);
   } else {
-    // Double binary tree: reduce up, broadcast down, half the data per tree. Per direction a node
-    // moves s/2 per inter-node link it has in either tree; a chain rank moves s up and s down.
-    const double lat = k_.baseUs + 2.0 * ((ppn_ - 1) * k_.intraAlphaUs + (treeDepth_ - 1) * interAlphaUs_);
+    // Double binary tree: reduce up, broadcast down. With two or more channels each tree carries
+    // half the data; a node moves s/2 per inter-node link it has in either tree, each direction.
+    // Inside a node a chain rank sends 2s in all (up and down), a binary-tree rank up to 3s.
+    const double interHops = nNodes_ > 1 ? treeDepth_ - 1 : 0;
+    const double lat = k_.baseUs + 2.0 * ((intraDepth_ - 1) * intraAlphaUs_ + interHops * interAlphaUs_);
     double t = 0;
-    if (nNodes_ > 1) t = std::max(t, treeMaxDegree_ * s / 2.0 / (interGBps_ * 1000.0));
-    if (ppn_ > 1) t = std::max(t, 2.0 * s / (intraGBps_ * 1000.0));
+    if (nNodes_ > 1) {
+      const double perLink = nch >= 2 ? s / 2.0 : s;
+      const double links = nch >= 2 ? treeMaxDegree_ : 3.0;
+      t = std::max(t, links * perLink / (interBw(nch, true) * 1000.0));
+    }
+    if (ppn_ > 1) t = std::max(t, (intraShape_ == IntraShape::kChain ? 2.0 : 3.0) * s / (intraGBps_ * 1000.0));
     out.timeUs = lat + t / k_.treeEfficiency;
   }
   out.algbwGBps = out.timeUs > 0 ? s / (out.timeUs * 1000.0) : 0;
@@ -71,16 +126,23 @@ AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
 }
 
 Algo CostModel::choose(CollType coll, size_t bytes) const {
-  if (coll != CollType::kAllReduce || nRanks_ <= 2) return Algo::kRing;
-  const double ring = predict(Algo::kRing, coll, bytes).timeUs;
-  const double tree = predict(Algo::kTree, coll, bytes).timeUs;
-  return tree < ring ? Algo::kTree : Algo::kRing;
+  Algo best = Algo::kRing;
+  double bestUs = -1;
+  for (Algo a : kRegisteredAlgos) {
+    if (!applies(a, coll)) continue;
+    const double us = predict(a, coll, bytes).timeUs;
+    if (bestUs < 0 || us < bestUs) {
+      best = a;
+      bestUs = us;
+    }
+  }
+  return best;
 }
 
 Plan choosePlanFromModel(const TunerConfig& cfg, const CostModel& model, CollType coll, size_t bytes) {
   Plan p;
-  p.algo = cfg.forced ? cfg.forcedAlgo : model.choose(coll, bytes);
-  p.nchannels = p.algo == Algo::kTree ? model.treeChannels() : model.ringChannels();
+  p.algo = cfg.forced && model.applies(cfg.forcedAlgo, coll) ? cfg.forcedAlgo : model.choose(coll, bytes);
+  p.nchannels = model.channels(p.algo, bytes);
   return p;
 }
 

@@ -1,8 +1,8 @@
-// The cost model: latency alpha + bytes / beta per hop, with constants per transport (socket, ib)
-// and bandwidth per link from the discovered port speeds, applied to the built rings and trees.
+// The cost model: latency alpha + bytes / beta per hop, with constants per transport (socket, shm,
+// ib) and bandwidth per link from the discovered port speeds, applied to the built rings and trees.
 // Predicts all-reduce time, algbw and busbw (nccl-tests' definitions) per size and algorithm, and
-// picks the fastest. Pure and deterministic: the same graph, plan and constants give the same
-// numbers and the same choice on every rank.
+// picks the fastest of the registered algorithms. Pure and deterministic: the same graph, plan,
+// constants and transports give the same numbers and the same choice on every rank.
 #pragma once
 
 #include <cstddef>
@@ -17,23 +17,38 @@
 namespace weft::plan {
 
 struct TransportConstants {
-  double alphaUs = 0;      // latency per hop, microseconds
-  double efficiency = 1;   // share of the link rate a channel reaches
-  double fallbackGBps = 0; // bandwidth when the link rate is unknown
+  double alphaUs = 0;      // latency per hop (one message through the engine), microseconds
+  double efficiency = 1;   // share of the link rate a channel reaches (ib: of the port speed)
+  double fallbackGBps = 0; // bandwidth of one hop when no link rate is known (socket, shm: measured)
 };
 
-// Defaults: not yet calibrated on hardware (the engine integration will measure socket and shm on
-// the running machine). The ib numbers reproduce NCCL's reach on NDR: 0.93 x 50 GB/s = 46.5 GB/s per
-// 400 Gb/s port; the GPU intra-node bandwidth assumes an NVLink-class fabric (~360 GB/s busbw), since
-// discovery does not see NVLink.
+// ib: not measurable here (no RDMA hardware); the numbers reproduce NCCL's reach on NDR, 0.93 x 50
+// GB/s = 46.5 GB/s per 400 Gb/s port, with a 3 us hop. GPU ranks inside a node assume an NVLink-class
+// fabric (~360 GB/s busbw), since discovery does not see NVLink.
+//
+// socket and shm: calibrated on the development machine (Debian 12 VM, 2 shared cores, loopback),
+// host buffers through the engine, with
+//   WEFT_ALGO=ring weft-bench all_reduce --ranks 2 -b 8 -e 64M -f 4 -w 5 -n 20
+// and WEFT_TRANSPORTS=shm,socket for shm. n = 2 makes the ring 2 steps of half the data each:
+// time(8 B) = baseUs + 2 alpha, time(64 MiB) ~ 64 MiB / beta. See lib/plan/README.md for the runs.
 struct CostConstants {
   TransportConstants ib{3.0, 0.93, 12.0};
-  TransportConstants socket{25.0, 0.7, 1.2};
-  double baseUs = 5.0;          // per collective (launch, bookkeeping)
-  double intraAlphaUs = 0.8;    // per hop inside a node
+  TransportConstants socket{20.0, 1.0, 1.0};
+  TransportConstants shm{8.0, 1.0, 2.0};
+  double baseUs = 5.0;          // per collective (call, plan, bookkeeping)
+  double gpuIntraAlphaUs = 0.8; // per hop inside a node, GPU ranks
   double gpuIntraGBps = 360.0;  // per rank, GPUs inside a node
-  double hostIntraGBps = 8.0;   // per rank, host ranks (shared-memory copies)
   double treeEfficiency = 0.85; // tree pipelines reach less of the link than rings
+  // Channels: an operation uses ceil(bytes / bytesPerChannel) of the plan's channels (at least one,
+  // at most all), so small operations send few messages and large ones use every rail.
+  size_t bytesPerChannel = 64 * 1024;
+};
+
+// The transports the running engine uses, when they differ from what the graph suggests.
+struct ModelTransports {
+  bool interFromGraph = true;              // ib when every node has rails, sockets otherwise
+  Transport inter = Transport::kSocket;    // used when !interFromGraph
+  Transport hostIntra = Transport::kSocket;// host ranks of one node (socket or shm)
 };
 
 struct AlgoCost {
@@ -42,32 +57,49 @@ struct AlgoCost {
   double busbwGBps = 0;
 };
 
+// Every algorithm the tuner chooses among, in order of preference on a tie. Registering another
+// (the intra-node one-shot and two-shot all-reduce, when the shm transport provides them): add it
+// to Algo (tuner.h), here, to CostModel::applies and CostModel::predict, and give the engine its
+// schedule (Communicator::plan).
+inline constexpr Algo kRegisteredAlgos[] = {Algo::kRing, Algo::kTree};
+
 class CostModel {
  public:
   CostModel() = default;
-  CostModel(const SystemGraph& graph, const RingSet& rings, const TreeSet& trees, const CostConstants& k = {});
+  CostModel(const SystemGraph& graph, const RingSet& rings, const TreeSet& trees, const CostConstants& k = {},
+            const ModelTransports& t = {});
 
+  // Whether the engine has this algorithm for this collective on this fabric.
+  bool applies(Algo algo, CollType coll) const;
   AlgoCost predict(Algo algo, CollType coll, size_t bytes) const;
-  // The fastest registered algorithm for this collective and size (ties go to the ring).
+  // The fastest registered algorithm for this collective and size (ties go to the earlier one).
   Algo choose(CollType coll, size_t bytes) const;
+  // How many of the algorithm's channels an operation of this size uses.
+  int channels(Algo algo, size_t bytes) const;
 
   double interGBps() const { return interGBps_; }  // all rails a ring channel set uses, together
   double intraGBps() const { return intraGBps_; }
   Transport interTransport() const { return transport_; }
+  Transport intraTransport() const { return intraTransport_; }
   int ringChannels() const { return ringChannels_; }
   int treeChannels() const { return treeChannels_; }
+  const CostConstants& constants() const { return k_; }
 
  private:
+  double interBw(int nch, bool tree) const;
   CostConstants k_;
-  Transport transport_ = Transport::kSocket;
-  int nRanks_ = 1, nNodes_ = 1, ppn_ = 1, treeDepth_ = 1;
+  Transport transport_ = Transport::kSocket, intraTransport_ = Transport::kSocket;
+  int nRanks_ = 1, nNodes_ = 1, ppn_ = 1, treeDepth_ = 1, intraDepth_ = 1, nRails_ = 0;
   int ringChannels_ = 1, treeChannels_ = 2;
   int treeMaxDegree_ = 0;  // max over nodes of (tree 0 + tree 1) inter-node links
-  double interAlphaUs_ = 0, interGBps_ = 0, intraGBps_ = 0;
+  IntraShape intraShape_ = IntraShape::kChain;
+  double interAlphaUs_ = 0, interGBps_ = 0, intraAlphaUs_ = 0, intraGBps_ = 0;
+  std::vector<double> railGBps_;  // per rail, for the channels' share
 };
 
-// The tuner-facing function: WEFT_ALGO (cfg.forced) wins, otherwise the model's choice; the channel
-// count is the chosen algorithm's. Pure: same inputs, same plan on every rank.
+// The tuner (the engine's only one): WEFT_ALGO (cfg.forced) wins, otherwise the model's choice; the
+// channel count is CostModel::channels for the chosen algorithm. Pure: same inputs, same plan on
+// every rank.
 Plan choosePlanFromModel(const TunerConfig& cfg, const CostModel& model, CollType coll, size_t bytes);
 
 }  // namespace weft::plan

@@ -9,7 +9,13 @@
 
 namespace weft::plan {
 
-const char* transportName(Transport t) { return t == Transport::kIb ? "ib" : "socket"; }
+const char* transportName(Transport t) {
+  switch (t) {
+    case Transport::kIb: return "ib";
+    case Transport::kShm: return "shm";
+    default: return "socket";
+  }
+}
 
 size_t SystemGraph::memoryBytes() const {
   size_t b = sizeof(*this) + nodes_.capacity() * sizeof(GraphNode);

@@ -33,7 +33,7 @@ struct FabricInput {
   std::vector<RankDescription> ranks;  // any order; rank numbers 0..n-1, each once
 };
 
-enum class Transport : uint8_t { kSocket = 0, kIb = 1 };
+enum class Transport : uint8_t { kSocket = 0, kIb = 1, kShm = 2 };
 const char* transportName(Transport t);
 
 // One node of the graph. Ranks are stored in the graph's flat arrays (CSR by node).

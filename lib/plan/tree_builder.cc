@@ -56,8 +56,18 @@ NodeTree buildNodeTree(int nNodes, int which) {
   return t;
 }
 
-Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out) {
+const char* intraShapeName(IntraShape s) { return s == IntraShape::kBinary ? "binary" : "chain"; }
+
+int intraDepth(IntraShape shape, int ppn) {
+  if (ppn <= 1) return 1;
+  if (shape == IntraShape::kChain) return ppn;
+  // head, then a binary heap over positions 1..ppn-1 rooted at 1
+  return 1 + static_cast<int>(std::bit_width(static_cast<unsigned>(ppn - 1)));
+}
+
+Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out, IntraShape intra) {
   out->channels.clear();
+  out->intra = intra;
   if (nChannels < 0) return invalidArgument("the tree channel count must not be negative");
   const int nRails = graph.nRails();
   if (nChannels == 0) nChannels = 2 * std::max(nRails, 1);
@@ -77,7 +87,7 @@ int treeHead(const SystemGraph& graph, const TreeChannel& ch, int channel, int n
   const int rail = ch.nodeRail[static_cast<size_t>(node)];
   const int ppn = graph.node(node).nRanks;
   if (rail >= 0 && rail < graph.nRails()) return graph.railEntry(node, rail);
-  return (channel / 2) % ppn;
+  return (channel / 2 + (channel % 2) * (ppn / 2)) % ppn;
 }
 
 RankLinks treeLinks(const SystemGraph& graph, const TreeSet& trees, int channel, int rank) {
@@ -89,15 +99,21 @@ RankLinks treeLinks(const SystemGraph& graph, const TreeSet& trees, int channel,
   const int* local = graph.localRanks(n);
   const int head = treeHead(graph, ch, channel, n);
   const int pos = (graph.localIndex(rank) - head + ppn) % ppn;
+  const bool chain = trees.intra == IntraShape::kChain;
   if (pos > 0) {
-    l.up = local[(head + pos - 1) % ppn];
+    const int upPos = chain || pos == 1 ? pos - 1 : pos / 2;
+    l.up = local[(head + upPos) % ppn];
   } else {
     const int p = t.parent[static_cast<size_t>(n)];
     if (p >= 0) l.up = graph.localRanks(p)[treeHead(graph, ch, channel, p)];
     for (int c : t.children[static_cast<size_t>(n)])
       if (c >= 0) l.down[static_cast<size_t>(l.nDown++)] = graph.localRanks(c)[treeHead(graph, ch, channel, c)];
   }
-  if (pos + 1 < ppn) l.down[static_cast<size_t>(l.nDown++)] = local[(head + pos + 1) % ppn];
+  if (chain || pos == 0) {
+    if (pos + 1 < ppn) l.down[static_cast<size_t>(l.nDown++)] = local[(head + pos + 1) % ppn];
+  } else {
+    for (int c = 2 * pos; c <= 2 * pos + 1 && c < ppn; ++c) l.down[static_cast<size_t>(l.nDown++)] = local[(head + c) % ppn];
+  }
   return l;
 }
 

@@ -13,6 +13,15 @@
 // rail. On each node the tree attaches at the rank attached to the channel's rail (its head); the
 // node's other ranks hang below the head as a chain in locality order (head, head+1, ..., head-1).
 // Inter-node edges join heads, whose ports are on the channel's rail at both ends.
+//
+// Inside a node the shape depends on what the ranks drive (IntraShape): GPU ranks hang below the
+// head as a chain (NCCL's shape: NVLink/PCIe links pipeline, and every link carries the data once);
+// host ranks (sockets, shared memory: every hop costs the same fixed latency) hang below the head
+// as a binary tree -- the head has one local child (position 1), position p >= 1 has children 2p and
+// 2p+1 -- so a node of P host ranks is log2(P) hops deep rather than P-1. Either way the head has
+// at most three children (two nodes and one local rank).
+// Without rails the heads rotate instead: tree channel c attaches at local position
+// (c/2 + (c mod 2) * P/2) mod P, so tree 0 and tree 1 of one node are rooted at different ranks.
 #pragma once
 
 #include <array>
@@ -39,8 +48,12 @@ struct TreeChannel {
   std::vector<int16_t> nodeRail; // per node: the rail its head's port is on for this channel
 };
 
+enum class IntraShape : uint8_t { kChain = 0, kBinary = 1 };
+const char* intraShapeName(IntraShape s);
+
 struct TreeSet {
   std::array<NodeTree, 2> trees;
+  IntraShape intra = IntraShape::kChain;
   std::vector<TreeChannel> channels;
   size_t memoryBytes() const;
 };
@@ -56,7 +69,9 @@ struct RankLinks {
 NodeTree buildNodeTree(int nNodes, int which);
 
 // nChannels 0: 2 per rail (at least 2). Otherwise that many (tree c mod 2, rail (c/2) mod R).
-Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out);
+Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out, IntraShape intra = IntraShape::kChain);
+// Levels of the in-node part below (and including) the head for a node of ppn ranks.
+int intraDepth(IntraShape shape, int ppn);
 
 // The node a channel attaches to on node n: its head's local index.
 int treeHead(const SystemGraph& graph, const TreeChannel& ch, int channel, int node);

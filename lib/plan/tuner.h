@@ -1,6 +1,6 @@
-// The tuner: the one place that picks an algorithm and chunking for an operation. Deterministic:
-// the same inputs give the same plan on every rank (a mismatch would be caught by the in-band
-// operation check anyway). WEFT_ALGO overrides.
+// The tuner's configuration and result. The choice itself is the cost model's
+// (choosePlanFromModel in cost_model.h): the same inputs give the same plan on every rank (a
+// mismatch would be caught by the in-band operation check anyway). WEFT_ALGO overrides.
 #pragma once
 
 #include <cstddef>
@@ -17,17 +17,14 @@ const char* algoName(Algo a);
 struct TunerConfig {
   bool forced = false;
   Algo forcedAlgo = Algo::kRing;
-  size_t treeThresholdBytes = 65536;
 };
 
-// Reads WEFT_ALGO / WEFT_TREE_THRESHOLD (an unknown algorithm name is an error naming the choices).
+// Reads WEFT_ALGO (an unknown algorithm name is an error naming the choices).
 Status loadTunerConfig(TunerConfig* out);
 
 struct Plan {
   Algo algo = Algo::kRing;
   int nchannels = 1;
 };
-
-Plan choosePlan(const TunerConfig& cfg, CollType coll, size_t bytes, int nranks);
 
 }  // namespace weft::plan

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -118,6 +119,41 @@ TEST(PlanSynthetic, SixtyFiveThousandRanksPassTheChecker) {
   // 1 GPU per node, odd node count.
   ASSERT_TRUE(syntheticFabric(65535, 1, 1, 400000, &in));
   expectValid(in, "65535 x 1 GPU");
+}
+
+// Every node count from 1 to 300 (odd and even), 1 GPU per node and 8 per node, with and without
+// rails, plus host ranks (binary trees inside nodes): the checker's rules hold and no rank has more
+// than three tree children (what a schedule step can serve).
+TEST(PlanSynthetic, EveryNodeCountUpTo300) {
+  for (int nodes = 1; nodes <= 300; ++nodes)
+    for (int gpus : {1, 8})
+      for (int rails : {0, 1, 4}) {
+        if (gpus == 8 && nodes % 7 != 0 && nodes > 20) continue;  // keep the sweep quick
+        FabricInput in;
+        ASSERT_TRUE(syntheticFabric(nodes, gpus, rails, 400000, &in));
+        CollectivePlan p = planOf(in);
+        Status s = checkCollectivePlan(p);
+        ASSERT_TRUE(s) << nodes << "x" << gpus << "x" << rails << ": " << s.message();
+        for (size_t c = 0; c < p.trees.channels.size(); ++c)
+          for (int r = 0; r < p.graph.nRanks(); ++r) ASSERT_LE(treeLinks(p.graph, p.trees, static_cast<int>(c), r).nDown, 3);
+      }
+  for (int nodes : {1, 2, 3, 5, 16, 33})
+    for (int ppn : {1, 2, 3, 4, 7, 8})
+      for (int rails : {0, 2}) {
+        FabricInput in;
+        in.topologies.push_back(syntheticNode("host", 0, rails, 400000));
+        for (int r = 0; r < nodes * ppn; ++r) in.ranks.push_back({r, "node" + std::to_string(r / ppn), "", 0});
+        CollectivePlan p = planOf(in);
+        EXPECT_EQ(p.trees.intra, IntraShape::kBinary);
+        Status s = checkCollectivePlan(p);
+        ASSERT_TRUE(s) << nodes << "x" << ppn << " host ranks, " << rails << " rails: " << s.message();
+        for (size_t c = 0; c < p.trees.channels.size(); ++c)
+          for (int r = 0; r < p.graph.nRanks(); ++r) ASSERT_LE(treeLinks(p.graph, p.trees, static_cast<int>(c), r).nDown, 3);
+      }
+  EXPECT_EQ(intraDepth(IntraShape::kChain, 8), 8);
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 8), 4);  // head, 1, 2-3, 4-7
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 2), 2);
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 1), 1);
 }
 
 TEST(PlanTrees, ShiftedConstructionNoNodeInteriorInBoth) {
@@ -339,8 +375,39 @@ TEST(PlanCost, ChoiceFlipsFromTreeToRingAsSizeGrows) {
   forced.forced = true;
   forced.forcedAlgo = Algo::kRing;
   EXPECT_EQ(choosePlanFromModel(forced, m, CollType::kAllReduce, 8).algo, Algo::kRing);
-  EXPECT_EQ(choosePlanFromModel(TunerConfig{}, m, CollType::kAllReduce, 8).nchannels, 16);
+  // Channels by size: one for small operations, all of them (16 tree, 8 ring) from 1 MiB.
+  EXPECT_EQ(choosePlanFromModel(TunerConfig{}, m, CollType::kAllReduce, 8).nchannels, 1);
+  EXPECT_EQ(choosePlanFromModel(TunerConfig{}, m, CollType::kAllReduce, size_t{1} << 20).nchannels,
+            choosePlanFromModel(TunerConfig{}, m, CollType::kAllReduce, size_t{1} << 20).algo == Algo::kTree ? 16 : 8);
   EXPECT_EQ(choosePlanFromModel(TunerConfig{}, m, CollType::kAllReduce, size_t{1} << 30).nchannels, 8);
+  // Only the ring exists for the other collectives, whatever WEFT_ALGO says.
+  TunerConfig tree;
+  tree.forced = true;
+  tree.forcedAlgo = Algo::kTree;
+  EXPECT_EQ(choosePlanFromModel(tree, m, CollType::kAllGather, 1 << 20).algo, Algo::kRing);
+  EXPECT_EQ(choosePlanFromModel(tree, m, CollType::kAllReduce, 1 << 30).algo, Algo::kTree);
+}
+
+// Host ranks (no GPU) on one host, as the engine sees a single machine: 2 ranks tie (the ring
+// wins), 4+ ranks take the tree for small sizes (log-depth binary tree inside the node) and the
+// ring for large ones, with the calibrated socket constants.
+TEST(PlanCost, HostRanksOnOneNode) {
+  for (int n : {2, 3, 4, 8}) {
+    FabricInput in;
+    in.topologies.push_back(syntheticNode("host", 0, 0, 0));
+    for (int r = 0; r < n; ++r) in.ranks.push_back({r, "host", "", 0});
+    CollectivePlan p = planOf(in);
+    ASSERT_TRUE(checkCollectivePlan(p));
+    EXPECT_EQ(p.trees.intra, IntraShape::kBinary);
+    EXPECT_EQ(p.rings.channels.size(), 1u);
+    EXPECT_EQ(p.rings.channels[0].order, [&] { std::vector<int> v(static_cast<size_t>(n)); std::iota(v.begin(), v.end(), 0); return v; }());
+    CostModel m(p.graph, p.rings, p.trees);
+    EXPECT_EQ(m.choose(CollType::kAllReduce, size_t{64} << 20), Algo::kRing) << n;
+    if (n == 2) EXPECT_EQ(m.choose(CollType::kAllReduce, 8), Algo::kRing);
+    if (n >= 4) EXPECT_EQ(m.choose(CollType::kAllReduce, 8), Algo::kTree) << n;
+    // The two trees of one node are rooted at different ranks.
+    if (n >= 2) EXPECT_NE(treeLinks(p.graph, p.trees, 0, 0).up, treeLinks(p.graph, p.trees, 1, 0).up);
+  }
 }
 
 TEST(PlanCost, LinkSpeedsComeFromTheNodes) {

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "collectives/schedule.h"
+#include "lib/plan/collective_plan.h"
+#include "lib/plan/synthetic_fabric.h"
 
 namespace weft::coll {
 namespace {
@@ -24,6 +26,7 @@ struct Val {
 struct Sim {
   int n = 0;
   size_t chunk = 1;
+  size_t slots = 0;  // messages a (sender, receiver, channel) FIFO holds; 0: unbounded
   std::vector<Schedule> sched;
   size_t inCount = 0, outCount = 0;
   std::vector<std::vector<Val>> output;
@@ -52,9 +55,17 @@ struct Sim {
           size_t len = std::min(chunk, st.count - off);
           bool ready = true;
           for (int k = 0; k < st.nrecv; ++k) ready &= !q[{st.recvPeers[k], r, st.channel}].empty();
+          // The engine acquires a free slot at every receiver before it runs a step.
+          for (int k = 0; k < st.nsend && slots; ++k) ready &= q[{r, st.sendPeers[k], st.channel}].size() < slots;
           if (!ready) break;
           std::vector<Val> acc(len);
-          if (st.useInput) {
+          if (st.useInput && st.inputIsOutput) {
+            for (size_t i = 0; i < len; ++i) {
+              if (st.outOffset + off + i >= outCount) { *err = "output read out of range"; return false; }
+              acc[i] = output[static_cast<size_t>(r)][st.outOffset + off + i];
+              if (acc[i].ranks == 0) { *err = "rank " + std::to_string(r) + " sends a result it has not computed"; return false; }
+            }
+          } else if (st.useInput) {
             for (size_t i = 0; i < len; ++i) {
               if (st.inOffset + off + i >= inCount) { *err = "input read out of range"; return false; }
               acc[i] = Val{uint64_t{1} << r, static_cast<long long>(st.inOffset + off + i)};
@@ -105,15 +116,16 @@ using Build = std::function<Schedule(int rank)>;
 using Expect = std::function<Val(int rank, size_t outIndex)>;
 
 void simulate(const char* what, int n, size_t chunk, size_t inCount, size_t outCount, const Build& build,
-              const Expect& expect, bool reduction, int onlyRank = -1) {
+              const Expect& expect, bool reduction, int onlyRank = -1, size_t slots = 0) {
   Sim sim;
   sim.n = n;
   sim.chunk = chunk;
+  sim.slots = slots;
   sim.inCount = inCount;
   sim.outCount = outCount;
   for (int r = 0; r < n; ++r) sim.sched.push_back(build(r));
   std::string err;
-  ASSERT_TRUE(sim.run(&err)) << what << ": " << err << " (n=" << n << " chunk=" << chunk << ")";
+  ASSERT_TRUE(sim.run(&err)) << what << ": " << err << " (n=" << n << " chunk=" << chunk << " slots=" << slots << ")";
   for (int r = 0; r < n; ++r) {
     if (onlyRank >= 0 && r != onlyRank) continue;
     for (size_t i = 0; i < outCount; ++i) {
@@ -136,7 +148,73 @@ TEST(Schedule, RingAndTreeAllReduce) {
         auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
         simulate("ring all-reduce", n, chunk, count, count, [&](int r) { return ringAllReduce(ring, r, count); }, want, false);
         simulate("tree all-reduce", n, chunk, count, count, [&](int r) { return treeAllReduce(ring, r, count); }, want, false);
+        // Two slots: the fewest the engine allows (WEFT_NSLOTS >= 2; a ring needs two).
+        simulate("ring all-reduce, 2 slots", n, chunk, count, count, [&](int r) { return ringAllReduce(ring, r, count); },
+                 want, false, -1, 2);
+        simulate("tree all-reduce, 2 slots", n, chunk, count, count, [&](int r) { return treeAllReduce(ring, r, count); },
+                 want, false, -1, 2);
       }
+}
+
+// The engine's all-reduce over the plan: slice k of the elements on ring / tree channel k, all
+// channels merged into one schedule. Run on real plans (lib/plan) of host-rank and GPU fabrics,
+// with two and three slots per FIFO (the engine's fewest is two) so that a head-of-line wait
+// between the channels shows up as a deadlock.
+plan::CollectivePlan hostPlan(int nodes, int ppn, int rails, bool gpus) {
+  plan::FabricInput in;
+  if (gpus) {
+    EXPECT_TRUE(plan::syntheticFabric(nodes, ppn, rails, 400000, &in));
+  } else {
+    in.topologies.push_back(plan::syntheticNode("host", 0, rails, 400000));
+    for (int r = 0; r < nodes * ppn; ++r)
+      in.ranks.push_back({r, "node" + std::to_string(r % nodes), "", 0});  // nodes interleaved by rank
+  }
+  plan::CollectivePlan p;
+  Status s = plan::buildCollectivePlan(in, {}, &p);
+  EXPECT_TRUE(s) << s.message();
+  EXPECT_TRUE(plan::checkCollectivePlan(p));
+  return p;
+}
+
+Schedule slicedAllReduce(const plan::CollectivePlan& p, bool tree, int nch, int rank, size_t count) {
+  std::vector<Schedule> parts;
+  for (int k = 0; k < nch; ++k) {
+    size_t off, len;
+    sliceOf(count, nch, k, &off, &len);
+    if (tree) {
+      plan::RankLinks l = plan::treeLinks(p.graph, p.trees, k, rank);
+      TreeNeighbors t;
+      t.up = l.up;
+      for (int d = 0; d < l.nDown; ++d) t.down.push_back(l.down[static_cast<size_t>(d)]);
+      parts.push_back(treeAllReduce(t, len, off, collChannel(k)));
+    } else {
+      parts.push_back(ringAllReduce(p.rings.channels[static_cast<size_t>(k)].order, rank, len, off, collChannel(k)));
+    }
+  }
+  return mergeSchedules(std::move(parts));
+}
+
+TEST(Schedule, PlanChannelsMergedUnderBoundedSlots) {
+  struct Shape { int nodes, ppn, rails; bool gpus; };
+  for (Shape sh : {Shape{1, 2, 0, false}, Shape{1, 4, 0, false}, Shape{1, 7, 0, false}, Shape{3, 3, 0, false},
+                   Shape{5, 2, 2, false}, Shape{2, 4, 2, true}, Shape{3, 2, 2, true}, Shape{7, 1, 1, true},
+                   Shape{4, 4, 4, true}})
+    for (bool tree : {false, true}) {
+      plan::CollectivePlan p = hostPlan(sh.nodes, sh.ppn, sh.rails, sh.gpus);
+      const int n = p.graph.nRanks();
+      const int most = static_cast<int>(tree ? p.trees.channels.size() : p.rings.channels.size());
+      for (int nch = 1; nch <= most; ++nch)
+        for (size_t count : {size_t{1}, size_t{5}, size_t{200}})
+          for (size_t chunk : {size_t{1}, size_t{7}})
+            for (size_t slots : {size_t{2}, size_t{3}}) {
+              auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
+              std::string what = std::string(tree ? "tree" : "ring") + " over " + std::to_string(sh.nodes) + "x" +
+                                 std::to_string(sh.ppn) + (sh.gpus ? " GPUs" : " host ranks") + ", " +
+                                 std::to_string(nch) + " channels";
+              simulate(what.c_str(), n, chunk, count, count,
+                       [&](int r) { return slicedAllReduce(p, tree, nch, r, count); }, want, false, -1, slots);
+            }
+    }
 }
 
 TEST(Schedule, AllGatherAndReduceScatter) {
