@@ -28,7 +28,7 @@ CostModel::CostModel(const SystemGraph& g, const RingSet& rings, const TreeSet& 
   treeChannels_ = std::max<int>(1, static_cast<int>(trees.channels.size()));
   treeDepth_ = std::max(trees.trees[0].depth, trees.trees[1].depth);
   intraShape_ = trees.intra;
-  intraDepth_ = intraDepth(intraShape_, ppn_);
+  intraDepth_ = intraDepth(intraShape_, ppn_, nNodes_ == 1);  // one node: a heap from the head
   // Inter-node bandwidth: ib per rail at its slowest port's rate; sockets share the host's path.
   const TransportConstants& inter = constantsOf(k, transport_);
   interAlphaUs_ = inter.alphaUs;
@@ -108,7 +108,8 @@ AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
   } else {
     // Double binary tree: reduce up, broadcast down. With two or more channels each tree carries
     // half the data; a node moves s/2 per inter-node link it has in either tree, each direction.
-    // Inside a node a chain rank sends 2s in all (up and down), a binary-tree rank up to 3s.
+    // Inside a node a chain rank sends 2s in all (up and down); host ranks' binary trees take the
+    // measured hostTreeBytes (see CostConstants).
     const double interHops = nNodes_ > 1 ? treeDepth_ - 1 : 0;
     const double lat = k_.baseUs + 2.0 * ((intraDepth_ - 1) * intraAlphaUs_ + interHops * interAlphaUs_);
     double t = 0;
@@ -117,8 +118,11 @@ AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
       const double links = nch >= 2 ? treeMaxDegree_ : 3.0;
       t = std::max(t, links * perLink / (interBw(nch, true) * 1000.0));
     }
-    if (ppn_ > 1) t = std::max(t, (intraShape_ == IntraShape::kChain ? 2.0 : 3.0) * s / (intraGBps_ * 1000.0));
-    out.timeUs = lat + t / k_.treeEfficiency;
+    t /= k_.treeEfficiency;
+    if (ppn_ > 1)
+      t = std::max(t, (intraShape_ == IntraShape::kChain ? 2.0 / k_.treeEfficiency : k_.hostTreeBytes) * s /
+                          (intraGBps_ * 1000.0));
+    out.timeUs = lat + t;
   }
   out.algbwGBps = out.timeUs > 0 ? s / (out.timeUs * 1000.0) : 0;
   out.busbwGBps = out.algbwGBps * busFactor;

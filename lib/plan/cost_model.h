@@ -26,19 +26,26 @@ struct TransportConstants {
 // GB/s = 46.5 GB/s per 400 Gb/s port, with a 3 us hop. GPU ranks inside a node assume an NVLink-class
 // fabric (~360 GB/s busbw), since discovery does not see NVLink.
 //
-// socket and shm: calibrated on the development machine (Debian 12 VM, 2 shared cores, loopback),
-// host buffers through the engine, with
-//   WEFT_ALGO=ring weft-bench all_reduce --ranks 2 -b 8 -e 64M -f 4 -w 5 -n 20
-// and WEFT_TRANSPORTS=shm,socket for shm. n = 2 makes the ring 2 steps of half the data each:
-// time(8 B) = baseUs + 2 alpha, time(64 MiB) ~ 64 MiB / beta. See lib/plan/README.md for the runs.
+// socket and shm: calibrated on the development machine (Debian 12 VM, 2 cores shared with other
+// builds, loopback), host buffers through the engine, smallest time of 3 runs of
+//   WEFT_SOCKET_IFNAME=lo WEFT_ALGO=ring weft-bench all_reduce --ranks 2 -b 8 -e 64M -f 4 -w 3 -n 20
+// (and WEFT_TRANSPORTS=shm,socket for shm). On 2 ranks the ring is 2 hops of s/2 each way:
+//   socket: 8 B..32 KiB in 59-66 us  -> alpha = (60 - baseUs) / 2 ~ 27 us; 8 MiB in 14.8 ms and
+//           32 MiB in 56 ms          -> beta ~ 0.6 GB/s per hop;
+//   shm:    8 B..8 KiB in 17-20 us   -> alpha ~ 6 us; 8 MiB in 6.8 ms, 32 MiB in 13.6 ms -> ~2 GB/s.
+// hostTreeBytes from 4 ranks on the same host, WEFT_ALGO=ring against WEFT_ALGO=tree: the tree's
+// time per byte (2 MiB: 11.8 ms, 32 MiB: 176 ms) is ~1.5x the ring's (2 MiB: 8.0 ms) whose per-rank
+// traffic is 1.5 s, so a host binary tree costs ~2.25 s / beta; the measured crossover lies between
+// 32 KiB (tree 173 us, ring 494 us) and 128 KiB (tree 3.3 ms, ring 1.1 ms), as the model's (~43 KiB).
 struct CostConstants {
   TransportConstants ib{3.0, 0.93, 12.0};
-  TransportConstants socket{20.0, 1.0, 1.0};
-  TransportConstants shm{8.0, 1.0, 2.0};
+  TransportConstants socket{27.0, 1.0, 0.6};
+  TransportConstants shm{6.0, 1.0, 2.0};
   double baseUs = 5.0;          // per collective (call, plan, bookkeeping)
   double gpuIntraAlphaUs = 0.8; // per hop inside a node, GPU ranks
   double gpuIntraGBps = 360.0;  // per rank, GPUs inside a node
   double treeEfficiency = 0.85; // tree pipelines reach less of the link than rings
+  double hostTreeBytes = 2.25;  // host ranks' binary tree: bytes per rank / s, efficiency included
   // Channels: an operation uses ceil(bytes / bytesPerChannel) of the plan's channels (at least one,
   // at most all), so small operations send few messages and large ones use every rail.
   size_t bytesPerChannel = 64 * 1024;

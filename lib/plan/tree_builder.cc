@@ -58,9 +58,10 @@ NodeTree buildNodeTree(int nNodes, int which) {
 
 const char* intraShapeName(IntraShape s) { return s == IntraShape::kBinary ? "binary" : "chain"; }
 
-int intraDepth(IntraShape shape, int ppn) {
+int intraDepth(IntraShape shape, int ppn, bool wide) {
   if (ppn <= 1) return 1;
   if (shape == IntraShape::kChain) return ppn;
+  if (wide) return static_cast<int>(std::bit_width(static_cast<unsigned>(ppn)));  // heap from the head
   // head, then a binary heap over positions 1..ppn-1 rooted at 1
   return 1 + static_cast<int>(std::bit_width(static_cast<unsigned>(ppn - 1)));
 }
@@ -100,20 +101,25 @@ RankLinks treeLinks(const SystemGraph& graph, const TreeSet& trees, int channel,
   const int head = treeHead(graph, ch, channel, n);
   const int pos = (graph.localIndex(rank) - head + ppn) % ppn;
   const bool chain = trees.intra == IntraShape::kChain;
-  if (pos > 0) {
-    const int upPos = chain || pos == 1 ? pos - 1 : pos / 2;
-    l.up = local[(head + upPos) % ppn];
-  } else {
+  // Binary shape: a head without node children in this tree takes two local children (a plain heap
+  // over the rotated positions); a head with node children takes one (position 1, below which
+  // position p has children 2p and 2p+1), so it never serves more than three.
+  const bool wide = !chain && t.children[static_cast<size_t>(n)][0] < 0;
+  auto upOf = [&](int p) { return chain ? p - 1 : wide ? (p - 1) / 2 : (p == 1 ? 0 : p / 2); };
+  if (pos > 0) l.up = local[(head + upOf(pos)) % ppn];
+  else {
     const int p = t.parent[static_cast<size_t>(n)];
     if (p >= 0) l.up = graph.localRanks(p)[treeHead(graph, ch, channel, p)];
     for (int c : t.children[static_cast<size_t>(n)])
       if (c >= 0) l.down[static_cast<size_t>(l.nDown++)] = graph.localRanks(c)[treeHead(graph, ch, channel, c)];
   }
-  if (chain || pos == 0) {
-    if (pos + 1 < ppn) l.down[static_cast<size_t>(l.nDown++)] = local[(head + pos + 1) % ppn];
-  } else {
-    for (int c = 2 * pos; c <= 2 * pos + 1 && c < ppn; ++c) l.down[static_cast<size_t>(l.nDown++)] = local[(head + c) % ppn];
+  int first = pos + 1, last = pos + 1;  // chain
+  if (!chain) {
+    if (wide) first = 2 * pos + 1, last = 2 * pos + 2;
+    else if (pos == 0) first = last = 1;
+    else first = 2 * pos, last = 2 * pos + 1;
   }
+  for (int c = first; c <= last && c < ppn; ++c) l.down[static_cast<size_t>(l.nDown++)] = local[(head + c) % ppn];
   return l;
 }
 

@@ -17,9 +17,11 @@
 // Inside a node the shape depends on what the ranks drive (IntraShape): GPU ranks hang below the
 // head as a chain (NCCL's shape: NVLink/PCIe links pipeline, and every link carries the data once);
 // host ranks (sockets, shared memory: every hop costs the same fixed latency) hang below the head
-// as a binary tree -- the head has one local child (position 1), position p >= 1 has children 2p and
-// 2p+1 -- so a node of P host ranks is log2(P) hops deep rather than P-1. Either way the head has
-// at most three children (two nodes and one local rank).
+// as a binary tree, so a node of P host ranks is about log2(P) hops deep rather than P-1: where the
+// node has node children in that tree, the head has one local child (position 1) and position
+// p >= 1 has children 2p and 2p+1; where it has none (a leaf node, or a single node) the local
+// ranks form a plain heap from the head (children of p: 2p+1, 2p+2). Either way the head has at
+// most three children (two nodes and one local rank). Positions count from the head in locality order.
 // Without rails the heads rotate instead: tree channel c attaches at local position
 // (c/2 + (c mod 2) * P/2) mod P, so tree 0 and tree 1 of one node are rooted at different ranks.
 #pragma once
@@ -70,8 +72,9 @@ NodeTree buildNodeTree(int nNodes, int which);
 
 // nChannels 0: 2 per rail (at least 2). Otherwise that many (tree c mod 2, rail (c/2) mod R).
 Status buildTrees(const SystemGraph& graph, int nChannels, TreeSet* out, IntraShape intra = IntraShape::kChain);
-// Levels of the in-node part below (and including) the head for a node of ppn ranks.
-int intraDepth(IntraShape shape, int ppn);
+// Levels of the in-node part below (and including) the head for a node of ppn ranks; wide: the
+// head has no node children (binary shape only).
+int intraDepth(IntraShape shape, int ppn, bool wide = false);
 
 // The node a channel attaches to on node n: its head's local index.
 int treeHead(const SystemGraph& graph, const TreeChannel& ch, int channel, int node);

@@ -154,6 +154,9 @@ TEST(PlanSynthetic, EveryNodeCountUpTo300) {
   EXPECT_EQ(intraDepth(IntraShape::kBinary, 8), 4);  // head, 1, 2-3, 4-7
   EXPECT_EQ(intraDepth(IntraShape::kBinary, 2), 2);
   EXPECT_EQ(intraDepth(IntraShape::kBinary, 1), 1);
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 8, true), 4);  // head, 1-2, 3-6, 7
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 4, true), 3);
+  EXPECT_EQ(intraDepth(IntraShape::kBinary, 3, true), 2);
 }
 
 TEST(PlanTrees, ShiftedConstructionNoNodeInteriorInBoth) {
@@ -389,8 +392,9 @@ TEST(PlanCost, ChoiceFlipsFromTreeToRingAsSizeGrows) {
 }
 
 // Host ranks (no GPU) on one host, as the engine sees a single machine: 2 ranks tie (the ring
-// wins), 4+ ranks take the tree for small sizes (log-depth binary tree inside the node) and the
-// ring for large ones, with the calibrated socket constants.
+// wins), 3+ ranks take the tree for small sizes (a heap from the head: log-depth) and the ring for
+// large ones, with the calibrated socket constants; the crossover for 4 ranks lies between 32 KiB
+// and 128 KiB, where it was measured.
 TEST(PlanCost, HostRanksOnOneNode) {
   for (int n : {2, 3, 4, 8}) {
     FabricInput in;
@@ -403,10 +407,13 @@ TEST(PlanCost, HostRanksOnOneNode) {
     EXPECT_EQ(p.rings.channels[0].order, [&] { std::vector<int> v(static_cast<size_t>(n)); std::iota(v.begin(), v.end(), 0); return v; }());
     CostModel m(p.graph, p.rings, p.trees);
     EXPECT_EQ(m.choose(CollType::kAllReduce, size_t{64} << 20), Algo::kRing) << n;
-    if (n == 2) EXPECT_EQ(m.choose(CollType::kAllReduce, 8), Algo::kRing);
-    if (n >= 4) EXPECT_EQ(m.choose(CollType::kAllReduce, 8), Algo::kTree) << n;
+    EXPECT_EQ(m.choose(CollType::kAllReduce, 8), n == 2 ? Algo::kRing : Algo::kTree) << n;
+    if (n == 4) {
+      EXPECT_EQ(m.choose(CollType::kAllReduce, 32 << 10), Algo::kTree);
+      EXPECT_EQ(m.choose(CollType::kAllReduce, 128 << 10), Algo::kRing);
+    }
     // The two trees of one node are rooted at different ranks.
-    if (n >= 2) EXPECT_NE(treeLinks(p.graph, p.trees, 0, 0).up, treeLinks(p.graph, p.trees, 1, 0).up);
+    EXPECT_NE(treeLinks(p.graph, p.trees, 0, 0).up, treeLinks(p.graph, p.trees, 1, 0).up);
   }
 }
 
