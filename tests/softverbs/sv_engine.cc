@@ -174,7 +174,18 @@ struct Engine {
   // When the sleeping progress thread wakes up by itself (INT64_MAX: never; 0: it is awake and
   // will rescan every QP before sleeping again). Read and written under G().mu.
   int64_t sleepUntil = 0;
+  std::atomic<bool> socketsLeftToPoller{false};  // the progress thread sleeps without watching the sockets
 };
+
+// When an application thread last polled a CQ (0: it armed a CQ and is about to sleep). While one
+// polls, it handles incoming messages itself (enginePump) and the progress thread leaves the
+// sockets alone: each message then costs no wake-up of the progress thread.
+std::atomic<int64_t> gLastPollNs{0};
+constexpr int64_t kPollerNs = 200000;
+bool pollerHandoff() {
+  static bool on = !getenv("SOFTVERBS_POLLER_PUMP") || atoi(getenv("SOFTVERBS_POLLER_PUMP")) != 0;
+  return on;
+}
 
 Engine& E() {
   static Engine* e = new Engine();
@@ -788,8 +799,16 @@ void* engineMain(void*) {
     pconns.clear();
     pfds.push_back({e.evfd, POLLIN, 0});
     pfds.push_back({e.lfd, POLLIN, 0});
+    // An application thread that polled a CQ within kPollerNs handles incoming messages itself;
+    // look again when that window closes (or when it arms a CQ, which kicks us).
+    int64_t lastPoll = gLastPollNs.load(std::memory_order_relaxed);
+    bool leave = pollerHandoff() && lastPoll && now - lastPoll < kPollerNs;
+    e.socketsLeftToPoller = leave;
+    if (leave) next = std::min(next, lastPoll + kPollerNs);
     for (Conn* c : e.conns) {
-      pfds.push_back({c->fd, short(POLLIN | (c->outq.empty() ? 0 : POLLOUT)), 0});
+      short ev = short((leave ? 0 : POLLIN) | (c->outq.empty() ? 0 : POLLOUT));
+      if (!ev) continue;
+      pfds.push_back({c->fd, ev, 0});
       pconns.push_back(c);
     }
     e.sleepUntil = next;
@@ -934,6 +953,52 @@ void engineRelease() {
   e.lfd = e.evfd = -1;
 }
 
+void notePoll(bool arming) {
+  if (!pollerHandoff()) return;
+  if (!arming) {
+    gLastPollNs.store(nowNs(), std::memory_order_relaxed);
+    return;
+  }
+  // About to sleep on a completion channel: the progress thread must watch the sockets again.
+  gLastPollNs.store(0, std::memory_order_relaxed);
+  if (E().socketsLeftToPoller) engineKick();
+}
+
+bool enginePump() {
+  // An application thread polling an empty CQ handles the messages already waiting on this
+  // process's sockets itself when the lock is free, instead of waiting for the progress thread to
+  // be woken and scheduled.
+  Engine& e = E();
+  Global& g = G();
+  if (!pollerHandoff()) return false;
+  std::unique_lock<std::mutex> lk(g.mu, std::try_to_lock);
+  if (!lk.owns_lock() || !e.running) return false;
+  static std::string buf(1 << 16, '\0');  // used under mu only
+  bool any = false;
+  for (int k = 0; !e.selfInbox.empty() && k < 1024; ++k) {
+    std::string m = std::move(e.selfInbox.front());
+    e.selfInbox.pop_front();
+    handleMsg(m);
+    any = true;
+  }
+  for (size_t i = 0; i < e.conns.size(); ++i) {
+    Conn* c = e.conns[i];
+    if (c->fd < 0) continue;
+    for (int k = 0; k < 64; ++k) {
+      ssize_t n = recv(c->fd, &buf[0], buf.size(), MSG_DONTWAIT);
+      if (n <= 0) break;  // closed connections are the progress thread's
+      handleMsg(std::string(buf.data(), size_t(n)));
+      any = true;
+    }
+  }
+  if (any) {  // answers may let queued WRs go (READ limits, RNR waits end)
+    int64_t now = nowNs(), next = INT64_MAX;
+    for (auto& kv : g.qps) next = std::min(next, processRequester(kv.second, now));
+    if (!e.selfInbox.empty() || next < e.sleepUntil) engineKick();
+  }
+  return any;
+}
+
 void requesterPoke(Qp* qp) {
   // The posting thread starts the transmission itself (one thread hop less per message); the
   // completion still comes from the progress thread when the responder's answer arrives.
@@ -976,6 +1041,7 @@ void cqPush(Cq* cq, const Cqe& e) {
   if (cq->waiters.load(std::memory_order_acquire) > 0)
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&cq->pushes), FUTEX_WAKE_PRIVATE, INT32_MAX,
             nullptr, nullptr, 0);
+
   if (cq->armed && cq->ch &&
       (!cq->solicitedOnly || e.solicited || e.wc.status != IBV_WC_SUCCESS)) {
     cq->armed = false;

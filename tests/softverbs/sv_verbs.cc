@@ -339,14 +339,19 @@ SV_EXPORT void ibv_ack_cq_events(ibv_cq* cq, unsigned int nevents) {
 extern "C" int sv_req_notify_cq(ibv_cq* ibcq, int solicitedOnly) {
   Cq* cq = cqOf(ibcq);
   if (!cq->ch) return EINVAL;
-  std::lock_guard<std::mutex> lk(G().mu);
-  cq->armed = true;
-  cq->solicitedOnly = solicitedOnly != 0;
+  {
+    std::lock_guard<std::mutex> lk(G().mu);
+    cq->armed = true;
+    cq->solicitedOnly = solicitedOnly != 0;
+  }
+  notePoll(true);
   return 0;
 }
 
 extern "C" int sv_poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   Cq* cq = cqOf(ibcq);
+  notePoll(false);
+  if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun) enginePump();
   if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun) {
     // An empty CQ polled in a loop: give the CPU to the progress threads (ours and the peer's),
     // which on a small machine would otherwise wait for the poller's time slice to end. After a
