@@ -436,6 +436,30 @@ TEST(IbTransport, OnlyLinkLocalGidsNameTheFix) {
   EXPECT_NE(s.message().find("WEFT_IB_GID_INDEX"), std::string::npos) << s.message();
 }
 
+// Through discovery: a RoCE port whose GID table has only link-local entries is refused with the
+// fix (a routable address on the netdev, or WEFT_IB_GID_INDEX), and the engine says so.
+TEST(IbTransport, EngineWithOnlyLinkLocalGidsNamesTheFix) {
+  std::string root = ::testing::TempDir() + "/ib-linklocal-" + std::to_string(getpid());
+  std::string src = getenv("SOFTVERBS_SYSFS_ROOT");
+  ASSERT_EQ(0, system(("rm -rf " + root + " && cp -r " + src + " " + root).c_str()));
+  std::string port = root + "/class/infiniband/svroce0/ports/1/";
+  for (const char* i : {"2", "3"}) {  // the routable ::ffff:10.0.0.1 entries
+    ASSERT_EQ(0, system(("echo 0000:0000:0000:0000:0000:0000:0000:0000 > " + port + "gids/" + i).c_str()));
+    ASSERT_EQ(0, system(("rm -f " + port + "gid_attrs/types/" + i + " " + port + "gid_attrs/ndevs/" + i).c_str()));
+  }
+  std::string oldSv = getenv("SOFTVERBS_SYSFS_ROOT"), oldW = getenv("WEFT_SYSFS_ROOT");
+  setenv("SOFTVERBS_SYSFS_ROOT", root.c_str(), 1);
+  setenv("WEFT_SYSFS_ROOT", root.c_str(), 1);
+  engine::TransportChoice c;
+  Status s = engine::selectTransport({"ib"}, 0, &c);
+  setenv("SOFTVERBS_SYSFS_ROOT", oldSv.c_str(), 1);
+  setenv("WEFT_SYSFS_ROOT", oldW.c_str(), 1);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("link-local"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("routable IPv4 or IPv6 address"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("WEFT_IB_GID_INDEX=svroce0"), std::string::npos) << s.message();
+}
+
 // The engine: ib when allowed (WEFT_TRANSPORTS=ib); without a device it falls back to socket, unless
 // WEFT_REQUIRE=rdma.
 TEST(IbTransport, EngineFallsBackWithoutDeviceAndRequireMakesItAnError) {
