@@ -119,6 +119,7 @@ struct Cq {
   std::atomic<int> waiters{0};
   std::atomic<uint32_t> emptyPolls{0};  // consecutive empty polls
   bool armed = false, solicitedOnly = false;
+  std::atomic<bool> armedHint{false};  // `armed`, readable without mu (the poll fast path)
   std::atomic<bool> overrun{false};
   int qpRefs = 0;
 };

@@ -192,6 +192,18 @@ Engine& E() {
   return *e;
 }
 
+// This process's pid, cached (getpid is a system call, and the data path asks several times per
+// message); a forked child clears it (forkChild).
+std::atomic<pid_t> gPid{0};
+pid_t selfPid() {
+  pid_t p = gPid.load(std::memory_order_relaxed);
+  if (!p) {
+    p = getpid();
+    gPid.store(p, std::memory_order_relaxed);
+  }
+  return p;
+}
+
 void sockName(pid_t pid, sockaddr_un* a, socklen_t* len) {
   memset(a, 0, sizeof *a);
   a->sun_family = AF_UNIX;
@@ -212,7 +224,7 @@ void closeConn(Conn* c) {
 // Send one message to the process that owns `pid`'s endpoint. false: the peer is unreachable.
 bool sendTo(pid_t pid, std::string msg) {
   Engine& e = E();
-  if (pid == getpid()) {
+  if (pid == selfPid()) {
     e.selfInbox.push_back(std::move(msg));
     return true;
   }
@@ -285,7 +297,7 @@ bool moveBytes(pid_t pid, const std::vector<Seg>& local, const std::vector<WireI
   // Even within this process the copy goes through the kernel: memory the application unmapped
   // before the WR completed gives an error completion instead of a crash in the progress thread.
   static bool selfSyscallOk = true;
-  bool self = pid == getpid();
+  bool self = pid == selfPid();
   while (li < local.size() && ri < remote.size()) {
     uint64_t n = std::min(local[li].len - lo, remote[ri].len - ro);
     if (n) {
@@ -457,7 +469,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
   h.srcQpn = qp->ibqp.qp_num;
   h.psn = w.psn;
   h.epoch = qp->epoch;
-  h.srcPid = int32_t(getpid());
+  h.srcPid = int32_t(selfPid());
   h.imm = w.imm;
   h.rkey = w.rkey;
   h.raddr = w.raddr;
@@ -485,7 +497,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
 void onTimeout(Qp* qp, SendWqe& w, int64_t now) {
   pid_t pid = qp->peerPid;
   bool alive = pidAlive(pid) && registryLookup(qp->destQpn) == pid && E().byPid.count(pid);
-  if (pid == getpid()) alive = registryLookup(qp->destQpn) == pid;
+  if (pid == selfPid()) alive = registryLookup(qp->destQpn) == pid;
   if (!w.lost && alive) {  // the peer is slow, not gone: keep waiting
     w.deadline = now + ackTimeoutNs(qp->timeout);
     return;
@@ -594,7 +606,7 @@ void reply(const MsgHdr& req, RespStatus status, int rnrTimer = 0) {
   r.srcQpn = req.dstQpn;
   r.psn = req.psn;
   r.epoch = req.epoch;
-  r.srcPid = int32_t(getpid());
+  r.srcPid = int32_t(selfPid());
   sendTo(req.srcPid, encode(r, nullptr, 0));
 }
 
@@ -622,7 +634,7 @@ Mr* remoteMr(Qp* qp, uint32_t rkey, uint64_t addr, uint64_t len, int right) {
 // A responder-side error moves the QP to ERR. On a QP connected to itself the requester half
 // must first see the NAK (it does once the response is handled), so only the event is raised.
 void responderError(Qp* qp, const MsgHdr& h, int asyncEvent) {
-  if (h.srcPid == getpid() && h.srcQpn == h.dstQpn) {
+  if (h.srcPid == selfPid() && h.srcQpn == h.dstQpn) {
     if (asyncEvent >= 0) {
       ibv_async_event ev;
       memset(&ev, 0, sizeof ev);
@@ -875,6 +887,7 @@ void forkParent() {
 }
 // The child has none of the parent's threads: forget the parent's objects and endpoint.
 void forkChild() {
+  gPid.store(0, std::memory_order_relaxed);
   Engine& e = E();
   Global& g = G();
   for (Conn* c : e.conns) {
@@ -916,10 +929,10 @@ void engineAcquire() {
   e.lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   sockaddr_un a;
   socklen_t alen;
-  sockName(getpid(), &a, &alen);
+  sockName(selfPid(), &a, &alen);
   if (e.lfd < 0 || bind(e.lfd, reinterpret_cast<sockaddr*>(&a), alen) != 0 ||
       listen(e.lfd, 512) != 0)
-    fprintf(stderr, "softverbs: cannot open the endpoint of pid %d: %s\n", int(getpid()),
+    fprintf(stderr, "softverbs: cannot open the endpoint of pid %d: %s\n", int(selfPid()),
             strerror(errno));
   e.running = true;
   // The progress thread must not take signals meant for the application.
@@ -1045,6 +1058,7 @@ void cqPush(Cq* cq, const Cqe& e) {
   if (cq->armed && cq->ch &&
       (!cq->solicitedOnly || e.solicited || e.wc.status != IBV_WC_SUCCESS)) {
     cq->armed = false;
+    cq->armedHint.store(false, std::memory_order_relaxed);
     cq->ch->events.push_back(cq);
     uint64_t one = 1;
     ssize_t r = write(cq->ch->ibch.fd, &one, sizeof one);

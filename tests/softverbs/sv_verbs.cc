@@ -342,6 +342,7 @@ extern "C" int sv_req_notify_cq(ibv_cq* ibcq, int solicitedOnly) {
   {
     std::lock_guard<std::mutex> lk(G().mu);
     cq->armed = true;
+    cq->armedHint.store(true, std::memory_order_relaxed);
     cq->solicitedOnly = solicitedOnly != 0;
   }
   notePoll(true);
@@ -350,8 +351,12 @@ extern "C" int sv_req_notify_cq(ibv_cq* ibcq, int solicitedOnly) {
 
 extern "C" int sv_poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   Cq* cq = cqOf(ibcq);
-  notePoll(false);
-  if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun) enginePump();
+  // The look an application takes after arming a CQ, before it sleeps, is not active polling.
+  if (!cq->armedHint.load(std::memory_order_relaxed)) notePoll(false);
+  // Every 4th empty poll looks at the sockets (each look is a system call per connection).
+  if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun &&
+      cq->emptyPolls.load(std::memory_order_relaxed) % 4 == 0)
+    enginePump();
   if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun) {
     // An empty CQ polled in a loop: give the CPU to the progress threads now and then (ours and
     // the peer's), which on a small machine would otherwise wait for the poller's time slice to

@@ -208,6 +208,7 @@ struct IbComm : SendComm, RecvComm {
   ibv_qp* qp[kMaxQps] = {};
   uint32_t psn = 0;
   unsigned unackedEvents = 0;
+  bool armed = false;  // the CQ was armed (descriptors()) and its event not yet read
   // FIFO: sender side, the entries the receiver writes; receiver side, the local copies it sends.
   CtsEntry* fifo = nullptr;
   ibv_mr* fifoMr = nullptr;
@@ -1195,10 +1196,12 @@ class IbTransport final : public MessagingTransport {
   }
 
   Status drainEvents(IbComm* c) {
+    if (!c->armed) return Status::ok();  // no event can be pending: spare the read() system call
     for (;;) {
       ibv_cq* cq = nullptr;
       void* ctx = nullptr;
       if (v_->getCqEvent(c->channel, &cq, &ctx) != 0) break;
+      c->armed = false;
       if (++c->unackedEvents >= 16) {
         v_->ackCqEvents(c->cq, c->unackedEvents);
         c->unackedEvents = 0;
@@ -1295,7 +1298,10 @@ class IbTransport final : public MessagingTransport {
     for (const IbRequest& f : c->flushes) flushing |= f.state == ReqState::kPosted;
     if (c->tail >= c->head && !flushing) return;
     // Arm, then look once more: a completion that arrived before arming gives no event.
-    ibv_req_notify_cq(c->cq, 0);
+    if (!c->armed) {
+      ibv_req_notify_cq(c->cq, 0);
+      c->armed = true;
+    }
     bool any = false;
     (void)pollCq(c, &any);
     if (c->sending) (void)postSends(c);
