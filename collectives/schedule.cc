@@ -95,13 +95,18 @@ Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count) {
   for (int c : children) u = recvFrom(u, c);
   Schedule s;
   if (parent >= 0) {
-    s.phases.push_back(Phase{{sendTo(u, parent)}});
+    // Up and down are two concurrent streams: in lock-step (or one phase after the other) a
+    // subtree's up-stream would stall behind a down-stream that waits on it once the buffers
+    // between them fill (a hang at 3 ranks with ~80 chunks in flight). In place is safe: chunk c's
+    // result comes down only after this rank sent its input chunk c up.
     Step d;
     d.count = count;
     d.writeOutput = true;
     d = recvFrom(d, parent);
     for (int c : children) d = sendTo(d, c);
-    s.phases.push_back(Phase{{d}});
+    Phase ph{{sendTo(u, parent), d}};
+    ph.concurrent = true;
+    s.phases.push_back(ph);
   } else {
     // The root completes the reduction and starts the broadcast in the same step.
     u.writeOutput = u.finalize = true;

@@ -38,8 +38,14 @@ struct Step {
 inline constexpr int kCollChannel = 0;
 inline constexpr int kP2pChannel = 1;
 
+// A phase runs chunk-major: for chunk position c, every step on its c-th chunk, in order. A
+// concurrent phase instead runs each step as its own stream (step k may be ahead of or behind step
+// j by any number of chunks): for steps that must not wait on each other, such as a tree's reduce
+// (up) and broadcast (down) streams, which would deadlock with bounded buffers in lock-step.
+// Concurrent steps must use distinct (peer, direction, channel) pairs and no data of each other's.
 struct Phase {
   std::vector<Step> steps;
+  bool concurrent = false;
 };
 
 struct Schedule {

@@ -434,6 +434,26 @@ class Executor {
         continue;
       }
       const coll::Phase& ph = s.phases[phase_];
+      if (ph.concurrent) {  // each step is its own stream of chunks
+        bool finished = true;
+        for (size_t k = 0; k < ph.steps.size(); ++k) {
+          const coll::Step& st = ph.steps[k];
+          size_t& r = streamRound_[k];
+          while (r * chunkElems_ < st.count) {
+            size_t off = r * chunkElems_;
+            bool ran = false;
+            WEFT_TRY(primitive(st, off, std::min(chunkElems_, st.count - off), &ran));
+            if (!ran) break;
+            *progressed = true;
+            ++r;
+          }
+          finished &= r * chunkElems_ >= st.count;
+        }
+        if (!finished) break;
+        ++phase_;
+        startPhase();
+        continue;
+      }
       if (round_ >= rounds_) {
         ++phase_;
         startPhase();
@@ -475,6 +495,7 @@ class Executor {
     if (phase_ >= s.phases.size()) return;
     for (const coll::Step& st : s.phases[phase_].steps)
       rounds_ = std::max(rounds_, (st.count + chunkElems_ - 1) / chunkElems_);
+    streamRound_.assign(s.phases[phase_].steps.size(), 0);
   }
 
   Status checkHeader(int peer, const OpHeader& h, const OpHeader& want, size_t n) {
@@ -554,6 +575,7 @@ class Executor {
   size_t slotPayload_;
   size_t part_ = 0, phase_ = 0, round_ = 0, step_ = 0, rounds_ = 0;
   size_t esize_ = 1, chunkElems_ = 1;
+  std::vector<size_t> streamRound_;  // concurrent phase: the next chunk of each step
   int waitingPeer_ = -1;
   bool waitingToSend_ = false;
 };
