@@ -20,6 +20,8 @@
 
 namespace weft::engine {
 
+static_assert(plan::kMaxDirectRanks == coll::kMaxStepPeers + 1, "the tuner's limit for the direct all-reduces");
+
 namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
@@ -112,10 +114,11 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
     WEFT_TRY(startTransport(want, rank, &c->transport_));
   }
 #if WEFT_HAVE_SHM
-  // Same-host peers: shared memory when WEFT_TRANSPORTS names shm. Opt-in for now: through the
-  // engine it still fails one case of the test matrix (see docs/ARCHITECTURE.md). Every rank decides
-  // the same way from the same host identities, so both ends of a connection agree.
-  bool shmAllowed = std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
+  // Same-host peers: shared memory unless WEFT_TRANSPORTS leaves shm out (WEFT_TRANSPORTS=socket keeps
+  // them on TCP). Every rank decides the same way from the same host identities, so both ends of a
+  // connection agree.
+  bool shmAllowed = c->cfg_.transports.empty() ||
+                    std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
   if (shmAllowed) {
     Status ss;
     c->shm_.transport = transport::createShmTransport(&ss);
@@ -135,6 +138,8 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
   for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
+  c->singleHost_ = true;
+  for (int r = 0; r < nranks; ++r) c->singleHost_ &= c->bootstrap_->peer(r).hostId == c->bootstrap_->peer(rank).hostId;
   WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
             opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
             c->transport_.transport->device(c->transport_.device).name.c_str(),
@@ -516,17 +521,17 @@ class Executor {
     *ran = false;
     const Communicator::Part& part = parts_[part_];
     const OpDesc& op = part.op;
-    const char* inputs[3];
+    const char* inputs[coll::kMaxStepPeers + 1];
     int ninputs = 0;
-    RecvChannel* rch[2] = {};
-    SendChannel* sch[2] = {};
-    char* out[2] = {};
+    RecvChannel* rch[coll::kMaxStepPeers] = {};
+    SendChannel* sch[coll::kMaxStepPeers] = {};
+    char* out[coll::kMaxStepPeers] = {};
     const size_t bytes = n * esize_;
     // Only touched when the step uses them (a non-root's broadcast sendbuff may be NULL).
     const char* input = st.useInput ? static_cast<const char*>(op.sendbuff) + (st.inOffset + off) * esize_ : nullptr;
     char* output = st.writeOutput ? static_cast<char*>(op.recvbuff) + (st.outOffset + off) * esize_ : nullptr;
-    if (st.useInput) inputs[ninputs++] = input;
     for (int k = 0; k < st.nrecv; ++k) {
+      if (st.useInput && k == st.inputPos) inputs[ninputs++] = input;
       rch[k] = c_.recv_.at({st.recvPeers[k], st.channel}).get();
       const OpHeader* h;
       const char* payload;
@@ -540,6 +545,7 @@ class Executor {
       WEFT_TRY(checkHeader(st.recvPeers[k], *h, part.header, n));
       inputs[ninputs++] = payload;
     }
+    if (st.useInput && st.inputPos >= st.nrecv) inputs[ninputs++] = input;
     for (int k = 0; k < st.nsend; ++k) {
       sch[k] = c_.send_.at({st.sendPeers[k], st.channel}).get();
       WEFT_TRY(sch[k]->acquire(&out[k]).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
@@ -549,13 +555,22 @@ class Executor {
         return Status::ok();
       }
     }
-    // The result goes straight into the first send slot (or the output when nothing is sent).
+    // The result goes straight into the first send slot (or the output when nothing is sent). The
+    // reduction folds left to right into dst, so dst may be the first operand but no later one (in
+    // place with the local input not first): then it folds into a scratch chunk.
     char* dst = st.nsend > 0 ? out[0] : output;
     if (ninputs == 1) {
       if (dst != inputs[0]) std::memcpy(dst, inputs[0], bytes);
     } else {
-      reduce::reduce(op.dtype, op.op, dst, inputs[0], inputs[1], n);
-      for (int k = 2; k < ninputs; ++k) reduce::reduce(op.dtype, op.op, dst, dst, inputs[k], n);
+      char* acc = dst;
+      for (int k = 1; k < ninputs; ++k)
+        if (inputs[k] == dst) {
+          if (tmp_.size() < bytes) tmp_.resize(bytes);
+          acc = tmp_.data();
+        }
+      reduce::reduce(op.dtype, op.op, acc, inputs[0], inputs[1], n);
+      for (int k = 2; k < ninputs; ++k) reduce::reduce(op.dtype, op.op, acc, acc, inputs[k], n);
+      if (acc != dst) std::memcpy(dst, acc, bytes);
     }
     if (st.finalize && op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, n, c_.nranks_);
     if (st.writeOutput && dst != output) std::memcpy(output, dst, bytes);
@@ -576,6 +591,7 @@ class Executor {
   size_t part_ = 0, phase_ = 0, round_ = 0, step_ = 0, rounds_ = 0;
   size_t esize_ = 1, chunkElems_ = 1;
   std::vector<size_t> streamRound_;  // concurrent phase: the next chunk of each step
+  std::vector<char> tmp_;            // a reduction whose destination is a later operand
   int waitingPeer_ = -1;
   bool waitingToSend_ = false;
 };
@@ -595,10 +611,14 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   plan::Algo algo = plan::Algo::kRing;
   switch (op.coll) {
     case CollType::kAllReduce: {
-      plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, op.count * esize, n);
+      plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, op.count * esize, n, singleHost_);
       algo = p.algo;
-      part->sched = algo == plan::Algo::kTree ? coll::treeAllReduce(ring_, rank_, op.count)
-                                              : coll::ringAllReduce(ring_, rank_, op.count);
+      switch (algo) {
+        case plan::Algo::kTree: part->sched = coll::treeAllReduce(ring_, rank_, op.count); break;
+        case plan::Algo::kOneShot: part->sched = coll::oneShotAllReduce(n, rank_, op.count); break;
+        case plan::Algo::kTwoShot: part->sched = coll::twoShotAllReduce(n, rank_, op.count); break;
+        default: part->sched = coll::ringAllReduce(ring_, rank_, op.count); break;
+      }
       break;
     }
     case CollType::kAllGather: part->sched = coll::ringAllGather(ring_, rank_, op.count); break;

@@ -106,6 +106,7 @@ class Communicator {
   std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
   std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
   std::vector<int> ring_;
+  bool singleHost_ = false;  // every rank has this rank's host identity
   uint32_t seq_ = 0;                   // collectives
   std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
   std::map<int, uint32_t> recvSeq_;

@@ -172,6 +172,36 @@ TEST(Schedule, RingAndTreeAllReduce) {
       }
 }
 
+TEST(Schedule, OneShotAndTwoShotAllReduce) {
+  for (int n = 1; n <= kMaxStepPeers + 1; ++n)
+    for (size_t count : {size_t{1}, size_t{2}, size_t{7}, size_t{1001}})
+      for (size_t chunk : kChunks) {
+        auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
+        simulate("one-shot all-reduce", n, chunk, count, count, [&](int r) { return oneShotAllReduce(n, r, count); }, want, true);
+        simulate("two-shot all-reduce", n, chunk, count, count, [&](int r) { return twoShotAllReduce(n, r, count); }, want, false);
+      }
+}
+
+// Every reduction of the direct all-reduces folds its operands in rank order 0..n-1 (received
+// messages ascending, the local input at its own rank's position), which is what makes one-shot's
+// n independent reductions bitwise identical.
+TEST(Schedule, DirectAllReducesReduceInRankOrder) {
+  for (int n = 2; n <= kMaxStepPeers + 1; ++n)
+    for (int r = 0; r < n; ++r)
+      for (const Schedule& s : {oneShotAllReduce(n, r, 1000), twoShotAllReduce(n, r, 1000)})
+        for (const Phase& ph : s.phases)
+          for (const Step& st : ph.steps) {
+            if (st.nrecv < 2 && !(st.nrecv == 1 && st.useInput)) continue;  // not a reduction
+            std::vector<int> order;
+            for (int k = 0; k <= st.nrecv; ++k) {
+              if (st.useInput && k == st.inputPos) order.push_back(r);
+              if (k < st.nrecv) order.push_back(st.recvPeers[k]);
+            }
+            ASSERT_EQ(order.size(), static_cast<size_t>(n)) << "n=" << n << " rank " << r;
+            for (int k = 0; k < n; ++k) ASSERT_EQ(order[static_cast<size_t>(k)], k) << "n=" << n << " rank " << r;
+          }
+}
+
 TEST(Schedule, AllGatherAndReduceScatter) {
   for (int n = 1; n <= 9; ++n)
     for (size_t count : {size_t{1}, size_t{7}, size_t{100}})
