@@ -158,7 +158,8 @@ void usage(FILE* out) {
       "      --ranks <n>           number of local ranks to spawn (default 2); giving it spawns\n"
       "                            local ranks even under a launcher\n"
       "      --compare mpi         also time the same operations with Open MPI (mpirun -np N\n"
-      "                            --mca btl tcp,self; needs the weft-mpi-bench helper) and print\n"
+      "                            --mca btl self,vader, its shared memory, or tcp,self when\n"
+      "                            WEFT_TRANSPORTS leaves shm out; needs the weft-mpi-bench helper) and print\n"
       "                            its time and weft/mpi per row (spawned ranks only)\n"
       "  -h, --help                this text\n"
       "\n"
@@ -874,8 +875,12 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
     return kExitError;
   }
   // One spec per (type, op, root): "<type>:<op>:<root>:<count>,<count>,...", the counts weft uses.
+  // Like against like: Open MPI's shared-memory path (vader) while weft's same-host ranks use shm,
+  // its TCP path when WEFT_TRANSPORTS leaves shm out.
+  const char* allowed = std::getenv("WEFT_TRANSPORTS");
+  const bool weftShm = allowed == nullptr || *allowed == '\0' || std::strstr(allowed, "shm") != nullptr;
   std::vector<std::string> args = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
-                                   std::to_string(o.ranks), "--mca", "btl", "tcp,self", "--mca", "pml",
+                                   std::to_string(o.ranks), "--mca", "btl", weftShm ? "self,vader" : "tcp,self", "--mca", "pml",
                                    "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
                                    std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
                                    std::to_string(o.average)};

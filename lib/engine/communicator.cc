@@ -25,6 +25,15 @@ static_assert(plan::kMaxDirectRanks == coll::kMaxStepPeers + 1, "the tuner's lim
 namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
+constexpr uint64_t kPureSpinNs = 3000;
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 std::vector<std::string> splitList(const std::string& s) {
   std::vector<std::string> out;
@@ -407,7 +416,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
 // One operation's schedule with its buffers and the header its messages carry.
 struct Communicator::Part {
   OpDesc op;
-  coll::Schedule sched;
+  std::shared_ptr<const coll::Schedule> sched;
   OpHeader header{};
 };
 // Parts that run one after the other; lanes run concurrently.
@@ -432,7 +441,7 @@ class Executor {
 
   Status advance(bool* progressed) {
     while (!done()) {
-      const coll::Schedule& s = parts_[part_].sched;
+      const coll::Schedule& s = *parts_[part_].sched;
       if (phase_ >= s.phases.size()) {
         ++part_;
         startPart();
@@ -496,7 +505,7 @@ class Executor {
   }
   void startPhase() {
     round_ = step_ = rounds_ = 0;
-    const coll::Schedule& s = parts_[part_].sched;
+    const coll::Schedule& s = *parts_[part_].sched;
     if (phase_ >= s.phases.size()) return;
     for (const coll::Step& st : s.phases[phase_].steps)
       rounds_ = std::max(rounds_, (st.count + chunkElems_ - 1) / chunkElems_);
@@ -515,6 +524,12 @@ class Executor {
                         " but " + c_.bootstrap_->describe(peer) + " called " + describeOp(h) +
                         ": every rank must call the same collectives, in the same order, with the same count, type, "
                         "op and root (and matching send/recv counts and types)");
+  }
+
+  // Adds "<what> <peer>" to a failure; success costs nothing (no string is built).
+  Status orContext(Status s, const char* what, int peer) const {
+    if (s) return s;
+    return s.withContext(std::string(what) + " " + c_.bootstrap_->describe(peer));
   }
 
   Status primitive(const coll::Step& st, size_t off, size_t n, bool* ran) {
@@ -536,7 +551,7 @@ class Executor {
       const OpHeader* h;
       const char* payload;
       bool ready;
-      WEFT_TRY(rch[k]->peek(&h, &payload, &ready).withContext("receiving from " + c_.bootstrap_->describe(st.recvPeers[k])));
+      WEFT_TRY(orContext(rch[k]->peek(&h, &payload, &ready), "receiving from", st.recvPeers[k]));
       if (!ready) {
         waitingPeer_ = st.recvPeers[k];
         waitingToSend_ = false;
@@ -548,7 +563,7 @@ class Executor {
     if (st.useInput && st.inputPos >= st.nrecv) inputs[ninputs++] = input;
     for (int k = 0; k < st.nsend; ++k) {
       sch[k] = c_.send_.at({st.sendPeers[k], st.channel}).get();
-      WEFT_TRY(sch[k]->acquire(&out[k]).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
+      WEFT_TRY(orContext(sch[k]->acquire(&out[k]), "sending to", st.sendPeers[k]));
       if (!out[k]) {
         waitingPeer_ = st.sendPeers[k];
         waitingToSend_ = true;
@@ -578,9 +593,9 @@ class Executor {
     OpHeader h = part.header;
     h.payloadBytes = bytes;
     for (int k = 0; k < st.nsend; ++k)
-      WEFT_TRY(sch[k]->post(h, bytes).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
+      WEFT_TRY(orContext(sch[k]->post(h, bytes), "sending to", st.sendPeers[k]));
     for (int k = 0; k < st.nrecv; ++k)
-      WEFT_TRY(rch[k]->release().withContext("receiving from " + c_.bootstrap_->describe(st.recvPeers[k])));
+      WEFT_TRY(orContext(rch[k]->release(), "receiving from", st.recvPeers[k]));
     *ran = true;
     return Status::ok();
   }
@@ -613,20 +628,29 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
     case CollType::kAllReduce: {
       plan::Plan p = plan::choosePlan(cfg_.tuner, op.coll, op.count * esize, n, singleHost_);
       algo = p.algo;
-      switch (algo) {
-        case plan::Algo::kTree: part->sched = coll::treeAllReduce(ring_, rank_, op.count); break;
-        case plan::Algo::kOneShot: part->sched = coll::oneShotAllReduce(n, rank_, op.count); break;
-        case plan::Algo::kTwoShot: part->sched = coll::twoShotAllReduce(n, rank_, op.count); break;
-        default: part->sched = coll::ringAllReduce(ring_, rank_, op.count); break;
+      // Inference repeats the same all-reduces: their schedules are built once per (algorithm, count).
+      auto& cached = allReduceSchedules_[{static_cast<int>(algo), op.count}];
+      if (!cached) {
+        if (allReduceSchedules_.size() > 256) {  // bounded: start over (parts in flight hold their own)
+          allReduceSchedules_.clear();
+          return plan(op, part);
+        }
+        switch (algo) {
+          case plan::Algo::kTree: cached = std::make_shared<coll::Schedule>(coll::treeAllReduce(ring_, rank_, op.count)); break;
+          case plan::Algo::kOneShot: cached = std::make_shared<coll::Schedule>(coll::oneShotAllReduce(n, rank_, op.count)); break;
+          case plan::Algo::kTwoShot: cached = std::make_shared<coll::Schedule>(coll::twoShotAllReduce(n, rank_, op.count)); break;
+          default: cached = std::make_shared<coll::Schedule>(coll::ringAllReduce(ring_, rank_, op.count)); break;
+        }
       }
+      part->sched = cached;
       break;
     }
-    case CollType::kAllGather: part->sched = coll::ringAllGather(ring_, rank_, op.count); break;
-    case CollType::kReduceScatter: part->sched = coll::ringReduceScatter(ring_, rank_, op.count); break;
-    case CollType::kBroadcast: part->sched = coll::chainBroadcast(ring_, rank_, op.count, op.root); break;
-    case CollType::kReduce: part->sched = coll::chainReduce(ring_, rank_, op.count, op.root); break;
+    case CollType::kAllGather: part->sched = std::make_shared<coll::Schedule>(coll::ringAllGather(ring_, rank_, op.count)); break;
+    case CollType::kReduceScatter: part->sched = std::make_shared<coll::Schedule>(coll::ringReduceScatter(ring_, rank_, op.count)); break;
+    case CollType::kBroadcast: part->sched = std::make_shared<coll::Schedule>(coll::chainBroadcast(ring_, rank_, op.count, op.root)); break;
+    case CollType::kReduce: part->sched = std::make_shared<coll::Schedule>(coll::chainReduce(ring_, rank_, op.count, op.root)); break;
     case CollType::kAlltoAll: {
-      part->sched = coll::pairwiseAlltoAll(n, rank_, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::pairwiseAlltoAll(n, rank_, op.count));
       if (op.sendbuff == op.recvbuff) {  // in place: send from a copy of the input
         size_t bytes = op.count * esize * static_cast<size_t>(n);
         if (scratch_.size() < bytes) scratch_.resize(bytes);
@@ -636,11 +660,11 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
       break;
     }
     case CollType::kSend:
-      part->sched = coll::p2pSend(op.root, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::p2pSend(op.root, op.count));
       h.seq = ++sendSeq_[op.root];
       break;
     case CollType::kRecv:
-      part->sched = coll::p2pRecv(op.root, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::p2pRecv(op.root, op.count));
       h.seq = ++recvSeq_[op.root];
       h.root = rank_;  // the sender puts its destination (us) in root
       break;
@@ -713,20 +737,21 @@ Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
 Status Communicator::runLanes(std::vector<Lane>& lanes) {
   std::vector<coll::PeerChannel> sendPeers, recvPeers;
   for (auto& lane : lanes)
-    for (auto& part : lane.parts) coll::schedulePeers(part.sched, &sendPeers, &recvPeers);
+    for (auto& part : lane.parts) coll::schedulePeers(*part.sched, &sendPeers, &recvPeers);
   std::sort(sendPeers.begin(), sendPeers.end());
   sendPeers.erase(std::unique(sendPeers.begin(), sendPeers.end()), sendPeers.end());
   std::sort(recvPeers.begin(), recvPeers.end());
   recvPeers.erase(std::unique(recvPeers.begin(), recvPeers.end()), recvPeers.end());
-  std::string what;
+  const OpHeader* first = nullptr;  // described only on failure (this is the hot path)
   for (auto& lane : lanes)
     if (!lane.parts.empty()) {
-      what = describeOp(lane.parts.front().header);
+      first = &lane.parts.front().header;
       break;
     }
-  if (what.empty()) return Status::ok();
+  if (!first) return Status::ok();
+  auto describeFirst = [&] { return describeOp(*first); };
   Status s = connectPeers(sendPeers, recvPeers);
-  if (!s) return fail(s.withContext(what));
+  if (!s) return fail(s.withContext(describeFirst()));
 
   std::vector<std::unique_ptr<Executor>> ex;
   for (auto& lane : lanes)
@@ -746,7 +771,10 @@ Status Communicator::runLanes(std::vector<Lane>& lanes) {
     bool sendsIdle = true;
     for (auto& [pc, ch] : send_) {
       bool p2 = false;
-      if (s) s = ch->progress(&p2).withContext("sending to " + bootstrap_->describe(pc.peer)).withContext(what);
+      if (s) {
+        s = ch->progress(&p2);  // the context strings are built only on failure (hot loop)
+        if (!s) s = s.withContext("sending to " + bootstrap_->describe(pc.peer)).withContext(describeFirst());
+      }
       progressed |= p2;
       sendsIdle &= ch->idle();
     }
@@ -773,6 +801,13 @@ Status Communicator::runLanes(std::vector<Lane>& lanes) {
       if (why.empty()) why = "its last sends are not draining";
       return fail(timeoutError("no progress for " + std::to_string(cfg_.timeoutMs) + " ms (WEFT_TIMEOUT_MS): " + why +
                                ": is that rank still running and calling the same collectives in the same order?"));
+    }
+    // Waiting: a few microseconds of pure spinning (a same-host peer answers in well under that
+    // when it has a core), then yielding the core until WEFT_SPIN_US (with more ranks than cores a
+    // spinning rank would steal its peer's), then sleeping in poll() on the transports' descriptors.
+    if (now - lastProgress < kPureSpinNs && now - lastProgress < cfg_.spinUs * 1000) {
+      for (int i = 0; i < 16; ++i) cpuRelax();
+      continue;
     }
     if (now - lastProgress < cfg_.spinUs * 1000) {
       sched_yield();
