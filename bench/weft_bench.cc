@@ -18,6 +18,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -566,12 +567,32 @@ void fillComplement(char* dst, const char* src, size_t bytes) {
   for (size_t b = 0; b < bytes; ++b) dst[b] = static_cast<char>(~src[b]);
 }
 
+// Spawned ranks are bound one per core, as mpirun binds its ranks (--bind-to core), when the
+// allowed cores are at least as many as the ranks; otherwise (oversubscribed) they float, as
+// mpirun's do then. Unbound, two ranks that share a core hand it back and forth on every message.
+void bindSpawnedRank(int rank, int nranks) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < nranks) return;
+  int seen = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    if (seen++ == rank) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      (void)sched_setaffinity(0, sizeof one, &one);
+      return;
+    }
+  }
+}
+
 int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
               const std::string& mpiTimesPath) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   gRank = rank;
   gNranks = nranks;
   if (id) {
+    bindSpawnedRank(rank, nranks);
     WB_CHECK(weftCommInitRank(&gComm, nranks, *id, rank));
   } else {
     // Under a launcher: rank, size and rendezvous from its environment.
