@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,7 +26,6 @@ static_assert(plan::kMaxDirectRanks == coll::kMaxStepPeers + 1, "the tuner's lim
 namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
-constexpr uint64_t kPureSpinNs = 3000;
 
 inline void cpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -148,7 +148,17 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   c->slotBytes_ &= ~size_t{63};
   for (int r = 0; r < nranks; ++r) c->ring_.push_back(r);
   c->singleHost_ = true;
-  for (int r = 0; r < nranks; ++r) c->singleHost_ &= c->bootstrap_->peer(r).hostId == c->bootstrap_->peer(rank).hostId;
+  int local = 0;
+  for (int r = 0; r < nranks; ++r) {
+    bool same = c->bootstrap_->peer(r).hostId == c->bootstrap_->peer(rank).hostId;
+    c->singleHost_ &= same;
+    local += same ? 1 : 0;
+  }
+  // More ranks on this host than online cores: a spinning rank would take the core of the peer it
+  // waits for, so waits yield at once (no pure spinning). (Online cores, not this process's
+  // affinity: a launcher that binds each rank to one core is not oversubscribing.)
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (online > 0 && local > online) c->pureSpinNs_ = 0;
   WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
             opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
             c->transport_.transport->device(c->transport_.device).name.c_str(),
@@ -805,7 +815,7 @@ Status Communicator::runLanes(std::vector<Lane>& lanes) {
     // Waiting: a few microseconds of pure spinning (a same-host peer answers in well under that
     // when it has a core), then yielding the core until WEFT_SPIN_US (with more ranks than cores a
     // spinning rank would steal its peer's), then sleeping in poll() on the transports' descriptors.
-    if (now - lastProgress < kPureSpinNs && now - lastProgress < cfg_.spinUs * 1000) {
+    if (now - lastProgress < pureSpinNs_ && now - lastProgress < cfg_.spinUs * 1000) {
       for (int i = 0; i < 16; ++i) cpuRelax();
       continue;
     }
