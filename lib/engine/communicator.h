@@ -106,6 +106,9 @@ class Communicator {
   std::map<coll::PeerChannel, std::unique_ptr<SendChannel>> send_;
   std::map<coll::PeerChannel, std::unique_ptr<RecvChannel>> recv_;
   std::vector<int> ring_;
+  bool singleHost_ = false;  // every rank has this rank's host identity
+  uint64_t pureSpinNs_ = 3000;  // busy-wait before yielding; 0 when this host's ranks outnumber its cores
+  std::map<std::pair<int, size_t>, std::shared_ptr<const coll::Schedule>> allReduceSchedules_;  // (algo, count)
   uint32_t seq_ = 0;                   // collectives
   std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
   std::map<int, uint32_t> recvSeq_;

@@ -11,16 +11,21 @@
 
 namespace weft::plan {
 
-enum class Algo : int { kRing = 0, kTree = 1 };
+// kOneShot / kTwoShot: the direct all-reduces (every rank exchanges with every peer in one step,
+// collectives/schedule.h), for ranks on one host; at most kMaxDirectRanks ranks.
+enum class Algo : int { kRing = 0, kTree = 1, kOneShot = 2, kTwoShot = 3 };
 const char* algoName(Algo a);
+inline constexpr int kMaxDirectRanks = 9;
 
 struct TunerConfig {
   bool forced = false;
   Algo forcedAlgo = Algo::kRing;
   size_t treeThresholdBytes = 65536;
+  size_t oneShotThresholdBytes = 65536;
 };
 
-// Reads WEFT_ALGO / WEFT_TREE_THRESHOLD (an unknown algorithm name is an error naming the choices).
+// Reads WEFT_ALGO / WEFT_TREE_THRESHOLD / WEFT_ONESHOT_THRESHOLD (an unknown algorithm name is an
+// error naming the choices).
 Status loadTunerConfig(TunerConfig* out);
 
 struct Plan {
@@ -28,6 +33,7 @@ struct Plan {
   int nchannels = 1;
 };
 
-Plan choosePlan(const TunerConfig& cfg, CollType coll, size_t bytes, int nranks);
+// singleHost: every rank runs on this host (the direct algorithms are then candidates).
+Plan choosePlan(const TunerConfig& cfg, CollType coll, size_t bytes, int nranks, bool singleHost = false);
 
 }  // namespace weft::plan
