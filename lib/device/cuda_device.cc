@@ -63,6 +63,40 @@ PointerGetAttributesFn pointerGetAttributes() {
 std::shared_mutex gCacheMu;
 std::map<uintptr_t, uintptr_t> gDeviceRanges;
 
+// Host-mapped slots (abort word at 0, error record at 64) from pinned pages that are never freed
+// or reused: a slot outlives its communicator, so a peer's kernel that still polls it reads the
+// "aborted" its destroy left there. 128 bytes per communicator.
+std::mutex gSlotMu;
+char* gSlotPage = nullptr;
+size_t gSlotNext = 0;
+constexpr size_t kSlotBytes = 128, kSlotPage = 64 * 1024;
+
+std::string hostSlot(void** host, void** dev) {
+  std::lock_guard<std::mutex> g(gSlotMu);
+  if (gSlotPage == nullptr || gSlotNext + kSlotBytes > kSlotPage) {
+    void* p = nullptr;
+    cudaError_t e = cudaHostAlloc(&p, kSlotPage, cudaHostAllocMapped | cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return std::string("cudaHostAlloc: ") + cudaGetErrorString(e);
+    }
+    std::memset(p, 0, kSlotPage);
+    gSlotPage = static_cast<char*>(p);
+    gSlotNext = 0;
+  }
+  char* h = gSlotPage + gSlotNext;
+  void* d = nullptr;
+  cudaError_t e = cudaHostGetDevicePointer(&d, h, 0);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("cudaHostGetDevicePointer: ") + cudaGetErrorString(e);
+  }
+  gSlotNext += kSlotBytes;
+  *host = h;
+  *dev = d;
+  return "";
+}
+
 const char* cudaName(int e) { return cudaGetErrorString(static_cast<cudaError_t>(e)); }
 
 Status cudaFail(const char* what, int e) {
@@ -112,6 +146,8 @@ struct RankInfo {
   uint64_t stage;  // device address of its staging (2 halves)
   uint64_t flags;  // device address of its flags
   uint64_t stageBytes;
+  uint64_t abortWord;  // device address of its host-mapped abort word
+  uint64_t abortHost;  // host address of the same word (same process)
   char whyNot[64];
 };
 
@@ -155,6 +191,10 @@ class CudaComm final : public DeviceComm {
     for (int p = 0; p < n; ++p) {
       dc_.stage[p] = reinterpret_cast<char*>(all[static_cast<size_t>(p)].stage);
       dc_.flags[p] = reinterpret_cast<uint64_t*>(all[static_cast<size_t>(p)].flags);
+      if (p != rank) {
+        dc_.peerAbort[p] = reinterpret_cast<volatile uint32_t*>(all[static_cast<size_t>(p)].abortWord);
+        peerAbortHost_[p] = reinterpret_cast<uint32_t*>(all[static_cast<size_t>(p)].abortHost);
+      }
     }
     dc_.control = dc_.flags[rank] + kMaxBlocks;
     dc_.timeoutNs = opts.timeoutMs * kNsPerMs;
@@ -169,6 +209,11 @@ class CudaComm final : public DeviceComm {
   Status allReduce(const void* send, void* recv, size_t count, DataType type, RedOp op, void* stream) override {
     if (!ready_) return invalidUsage("device buffers are not usable on this communicator");
     WEFT_TRY(asyncError());
+    // A peer that was aborted or destroyed has set its abort word (its memory may be gone): never
+    // launch a kernel that would read it.
+    for (int p = 0; p < dc_.nranks; ++p)
+      if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
+        return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
     if (count == 0) return Status::ok();
     const uint64_t bytes = static_cast<uint64_t>(count) * typeSize(type);
     if (dc_.nranks == 1 && op != RedOp::kAvg) {
@@ -199,6 +244,8 @@ class CudaComm final : public DeviceComm {
     if (code == kWaitTimedOut)
       return Status(Code::kTimeout, where + " for longer than " + std::to_string(dc_.timeoutNs / kNsPerMs) +
                                         " ms (WEFT_TIMEOUT_MS); is that rank alive and calling the same collective?");
+    if (code == kWaitPeerAborted)
+      return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile");
     return Status(Code::kRemote, where + " and was aborted (weftCommAbort)");
   }
 
@@ -227,18 +274,9 @@ class CudaComm final : public DeviceComm {
     }
     devMem_ = mem;
     void* host = nullptr;
-    e = cudaHostAlloc(&host, 4096, cudaHostAllocMapped | cudaHostAllocPortable);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return std::string("cudaHostAlloc: ") + cudaName(e);
-    }
-    hostMem_ = host;
-    std::memset(host, 0, 4096);
     void* hostDev = nullptr;
-    if ((e = cudaHostGetDevicePointer(&hostDev, host, 0)) != cudaSuccess) {
-      cudaGetLastError();
-      return std::string("cudaHostGetDevicePointer: ") + cudaName(e);
-    }
+    std::string slotWhy = hostSlot(&host, &hostDev);
+    if (!slotWhy.empty()) return slotWhy;
     abortHost_ = static_cast<uint32_t*>(host);
     errorHost_ = reinterpret_cast<ErrorRecord*>(static_cast<char*>(host) + 64);
     dc_.abortWord = static_cast<volatile uint32_t*>(hostDev);
@@ -249,6 +287,8 @@ class CudaComm final : public DeviceComm {
       return std::string("cudaMemset: ") + cudaName(e);
     }
     me->flags = reinterpret_cast<uint64_t>(mem);
+    me->abortWord = reinterpret_cast<uint64_t>(hostDev);
+    me->abortHost = reinterpret_cast<uint64_t>(host);
     me->stage = reinterpret_cast<uint64_t>(static_cast<char*>(mem) + flagBytes);
     return "";
   }
@@ -257,10 +297,9 @@ class CudaComm final : public DeviceComm {
     // Kernels still waiting on a peer give up at the abort word; cudaFree waits for the device.
     abort();
     if (devMem_ != nullptr) cudaFree(devMem_);
-    if (hostMem_ != nullptr) cudaFreeHost(hostMem_);
-    devMem_ = hostMem_ = nullptr;
-    abortHost_ = nullptr;
-    errorHost_ = nullptr;
+    devMem_ = nullptr;
+    // The host slot (abort word, error record) is kept: peers' kernels may still poll this abort
+    // word, and it must read "aborted", never freed memory.
     ready_ = false;
   }
 
@@ -268,8 +307,8 @@ class CudaComm final : public DeviceComm {
   int maxBlocks_ = 1;
   bool ready_ = false;
   void* devMem_ = nullptr;
-  void* hostMem_ = nullptr;
   uint32_t* abortHost_ = nullptr;
+  uint32_t* peerAbortHost_[kMaxRanks] = {};
   ErrorRecord* errorHost_ = nullptr;
 };
 

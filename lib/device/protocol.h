@@ -11,7 +11,8 @@
 //                       last block to finish advances it by the call's rounds. So per-call state lives
 //                       in device memory and graph replays keep counting.
 //   stage[2][stageBytes] device memory; round with sequence s uses half (s & 1).
-//   abortWord           host-mapped; weftCommAbort (any thread) sets it to non-zero.
+//   abortWord           host-mapped; weftCommAbort (any thread) and destroy set it to non-zero.
+//                       Peers poll it too while they wait on this rank.
 //   error               host-mapped; the first block that gives up records why (code, peer, seq).
 //
 // One round (sequence s) of block b on rank r:
@@ -49,7 +50,8 @@ inline constexpr int kMaxBlocks = 128;   // grid bound of the collective kernels
 inline constexpr int kBlockThreads = 512;
 
 // What a wait gives back.
-enum WaitStatus : uint32_t { kWaitReady = 0, kWaitAborted = 1, kWaitTimedOut = 2 };
+// kWaitPeerAborted: the awaited peer's own abort word is set (it was aborted or destroyed).
+enum WaitStatus : uint32_t { kWaitReady = 0, kWaitAborted = 1, kWaitTimedOut = 2, kWaitPeerAborted = 3 };
 
 // Host-mapped; written by the first block that gives up (code = WaitStatus), read by the host.
 struct ErrorRecord {
@@ -69,6 +71,7 @@ struct DevComm {
   uint64_t* flags[kMaxRanks] = {};     // each rank's flags[kMaxBlocks]
   uint64_t* control = nullptr;         // this rank's control[2] (round counter, blocks done)
   volatile uint32_t* abortWord = nullptr;  // host-mapped (device address)
+  volatile uint32_t* peerAbort[kMaxRanks] = {};  // each rank's abort word (ranks share a process)
   ErrorRecord* error = nullptr;        // host-mapped (device address)
   uint64_t timeoutNs = 0;              // per wait; 0 = only the abort word ends a wait
 };
@@ -139,8 +142,9 @@ WEFT_HD void finishCall(const DevComm& c, unsigned nblocks, uint64_t rounds) {
 // Step 2.
 WEFT_HD void publish(const DevComm& c, int block, uint64_t seq) { storeRelease(&c.flags[c.rank][block], seq); }
 
-// Step 3: waits until every peer's flags[block] >= seq. `now` returns nanoseconds. The abort word
-// and the deadline are checked every 64 polls (the abort word is in host memory: cheap, not free).
+// Step 3: waits until every peer's flags[block] >= seq. `now` returns nanoseconds. The abort word,
+// the awaited peer's abort word (set when that rank is aborted or destroyed: a kernel never waits on
+// a rank that is gone) and the deadline are checked every 64 polls (the abort word is in host memory: cheap, not free).
 // On failure records the first failure in c.error (if still empty) and returns its status.
 template <class Clock>
 WEFT_HD uint32_t waitPeers(const DevComm& c, int block, uint64_t seq, Clock now) {
@@ -153,6 +157,8 @@ WEFT_HD uint32_t waitPeers(const DevComm& c, int block, uint64_t seq, Clock now)
       uint32_t why = kWaitReady;
       if (loadAbort(c.abortWord) != 0) {
         why = kWaitAborted;
+      } else if (c.peerAbort[p] != nullptr && loadAbort(c.peerAbort[p]) != 0) {
+        why = kWaitPeerAborted;
       } else if (c.timeoutNs != 0) {
         const uint64_t t = now();
         if (deadline == 0) deadline = t + c.timeoutNs;

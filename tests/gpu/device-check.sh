@@ -49,7 +49,8 @@ run() {
   echo "== $*"
   local t0 t1 rc
   t0=$(date +%s%N)
-  timeout "${STEP_TIMEOUT:-240}" "$@"
+  # (line-buffered, so that a crash still shows how far the program got)
+  timeout "${STEP_TIMEOUT:-240}" stdbuf -oL -eL "$@"
   rc=$?
   t1=$(date +%s%N)
   echo "-- exit $rc after $(( (t1 - t0) / 1000000 )) ms"

@@ -96,7 +96,7 @@ void allReduce(int n) {
   std::mutex mu;
   std::vector<double> eager(4, 0), graph20(4, 0), graph1(4, 0);
   std::atomic<int> wrong{0};
-  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, std::barrier<>& bar) {
+  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, gpu::ThreadBarrier& bar) {
     for (int si = 0; si < 4; ++si) {
       const size_t bytes = sizes[si], count = bytes / 2;
       const bool big = bytes >= (64u << 20);

@@ -4,7 +4,6 @@
 // checked on every CI run without a GPU. Random delays make fast ranks run ahead of slow ones.
 #include <gtest/gtest.h>
 
-#include <barrier>
 #include <chrono>
 #include <cstring>
 #include <random>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "lib/device/protocol.h"
+#include "tests/gpu/thread_barrier.h"
 
 namespace weft::device {
 namespace {
@@ -28,11 +28,13 @@ struct World {
   std::vector<std::vector<char>> stage;      // per rank, 2 halves
   std::vector<std::vector<uint64_t>> flags;  // per rank, kMaxBlocks
   uint32_t abortWord = 0;
+  std::vector<uint32_t> peerAbortWords;
   ErrorRecord error{};
   std::vector<DevComm> comms;
 
   World(int nranks, int blocks, uint64_t stage, uint64_t timeoutNs) : n(nranks), nblocks(blocks), stageBytes(stage) {
     this->stage.assign(static_cast<size_t>(n), std::vector<char>(2 * stage));
+    peerAbortWords.assign(static_cast<size_t>(n), 0);
     flags.assign(static_cast<size_t>(n), std::vector<uint64_t>(kMaxBlocks + 2, 0));
     for (int r = 0; r < n; ++r) {
       DevComm c;
@@ -45,6 +47,8 @@ struct World {
       }
       c.control = flags[static_cast<size_t>(r)].data() + kMaxBlocks;
       c.abortWord = &abortWord;
+      for (int p = 0; p < n; ++p)
+        if (p != r) c.peerAbort[p] = &peerAbortWords[static_cast<size_t>(p)];
       c.error = &error;
       c.timeoutNs = timeoutNs;
       comms.push_back(c);
@@ -114,8 +118,8 @@ void runCalls(int n, int nblocks, uint64_t stageBytes, uint64_t unit, const std:
       send[static_cast<size_t>(r)].push_back(s);
       recv[static_cast<size_t>(r)].emplace_back(s.size(), -1);
     }
-  std::vector<std::unique_ptr<std::barrier<>>> kernelEnd;
-  for (int r = 0; r < n; ++r) kernelEnd.push_back(std::make_unique<std::barrier<>>(nblocks));
+  std::vector<std::unique_ptr<gpu::ThreadBarrier>> kernelEnd;
+  for (int r = 0; r < n; ++r) kernelEnd.push_back(std::make_unique<gpu::ThreadBarrier>(nblocks));
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int r = 0; r < n; ++r)
@@ -201,6 +205,22 @@ TEST(DeviceProtocol, AbortEndsAWaitOnARankThatNeverArrives) {
   EXPECT_EQ(w.error.peer, 1);
   EXPECT_EQ(w.error.block, 0);
   EXPECT_EQ(w.error.seq, 1u);
+}
+
+TEST(DeviceProtocol, APeersAbortEndsAWaitOnIt) {
+  World w(3, 1, 256, 0);
+  w.flags[1][0] = 1;  // rank 1 arrived; rank 2 never does and is aborted
+  std::vector<int64_t> send(8, 1), recv(8, 0);
+  std::mt19937 rng(3);
+  std::thread aborter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    __atomic_store_n(&w.peerAbortWords[2], 1u, __ATOMIC_RELEASE);
+  });
+  const uint32_t st = playBlock(w.comms[0], 0, 1, send.data(), recv.data(), 64, 16, &rng);
+  aborter.join();
+  EXPECT_EQ(st, kWaitPeerAborted);
+  EXPECT_EQ(w.error.code, kWaitPeerAborted);
+  EXPECT_EQ(w.error.peer, 2);
 }
 
 TEST(DeviceProtocol, DeadlineEndsAWait) {

@@ -36,7 +36,7 @@ void testResults(int n) {
   const size_t counts[] = {1, 7, 1000, 4099, 70001, 300007};
   std::vector<std::vector<std::vector<char>>> results(static_cast<size_t>(n));  // [rank][case]
   int cases = 0;
-  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, std::barrier<>& bar) {
+  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, gpu::ThreadBarrier& bar) {
     auto& mine = results[static_cast<size_t>(rank)];
     // Allocated once: cudaMalloc/cudaFree synchronise the device, and with ranks as threads a peer's
     // kernel may be waiting for this rank's next launch meanwhile (a deadlock until the timeout).
@@ -85,7 +85,7 @@ void testResults(int n) {
 void testGraphReplays() {
   const int n = 2;
   const size_t count = 8192;
-  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, std::barrier<>& bar) {
+  gpu::runRanks(n, [&](int rank, weftComm_t comm, cudaStream_t s, gpu::ThreadBarrier& bar) {
     const size_t bytes = count * 2;
     uint16_t *dsend, *drecv;
     CUDA_OK(cudaMalloc(&dsend, bytes));
@@ -100,7 +100,8 @@ void testGraphReplays() {
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     bar.arrive_and_wait();
     std::vector<uint16_t> in(count), got(count);
-    int bad = 0;
+    int bad = 0, badReplays = 0;
+    bool reported = false;
     for (int it = 0; it < 100; ++it) {
       // Input: small integers (exact in bf16 and in their sum): rank + it + i % 17.
       for (size_t i = 0; i < count; ++i) {
@@ -113,17 +114,28 @@ void testGraphReplays() {
       CUDA_OK(cudaGraphLaunch(exec, s));
       CUDA_OK(cudaMemcpyAsync(got.data(), drecv, bytes, cudaMemcpyDeviceToHost, s));
       CUDA_OK(cudaStreamSynchronize(s));
-      for (size_t i = 0; i < count && bad < 5; ++i) {
+      bool replayBad = false;
+      for (size_t i = 0; i < count; ++i) {
         const float want = static_cast<float>(0 + 1 + 2 * (it + static_cast<int>(i % 17)));
         uint32_t u = static_cast<uint32_t>(got[i]) << 16;
         float v;
         std::memcpy(&v, &u, 4);
         if (v != want) {
-          CHECK(v == want, "replay %d rank %d element %zu: %g, want %g", it, rank, i, v, want);
+          if (bad < 3) CHECK(v == want, "replay %d rank %d element %zu: %g, want %g", it, rank, i, v, want);
           bad++;
+          replayBad = true;
         }
       }
+      badReplays += replayBad;
+      weftResult_t async = weftSuccess;
+      WEFT_OK(weftCommGetAsyncError(comm, &async));
+      if (async != weftSuccess && !reported) {
+        reported = true;
+        CHECK(async == weftSuccess, "rank %d after replay %d: async error %d: %s", rank, it, static_cast<int>(async),
+              weftGetLastError(comm));
+      }
     }
+    CHECK(badReplays == 0, "rank %d: %d of 100 replays wrong", rank, badReplays);
     bar.arrive_and_wait();
     CUDA_OK(cudaGraphExecDestroy(exec));
     CUDA_OK(cudaGraphDestroy(graph));
@@ -135,7 +147,7 @@ void testGraphReplays() {
 
 // Mixed kinds are refused; host buffers still run (synchronously) in a CUDA process; NULL stream.
 void testKindsAndNullStream() {
-  gpu::runRanks(2, [&](int rank, weftComm_t comm, cudaStream_t s, std::barrier<>& bar) {
+  gpu::runRanks(2, [&](int rank, weftComm_t comm, cudaStream_t s, gpu::ThreadBarrier& bar) {
     float* d;
     CUDA_OK(cudaMalloc(&d, 1024 * sizeof(float)));
     bar.arrive_and_wait();
@@ -173,13 +185,15 @@ void testKindsAndNullStream() {
 
 // A kernel waits on rank 1, which never calls: weftCommAbort (another thread) ends it; with a
 // deadline instead, the kernel gives up by itself and the communicator reports weftTimeout.
+// mode 0: weftCommAbort on the waiting rank; 1: the deadline; 2: weftCommAbort on the rank that never
+// arrives (the waiting kernel polls that rank's abort word too).
 void testAbortAndDeadline() {
-  for (int mode = 0; mode < 2; ++mode) {
+  for (int mode = 0; mode < 3; ++mode) {
     weftUniqueId id;
     WEFT_OK(weftGetUniqueId(&id));
     weftComm_t comms[2];
     weftConfig_t cfg = WEFT_CONFIG_INITIALIZER;
-    cfg.timeoutMs = mode == 0 ? 0 : 300;
+    cfg.timeoutMs = mode == 1 ? 300 : 0;
     std::vector<std::thread> init;
     for (int r = 0; r < 2; ++r)
       init.emplace_back([&, r] {
@@ -193,8 +207,23 @@ void testAbortAndDeadline() {
     CUDA_OK(cudaMalloc(&d, 4096 * sizeof(float)));
     CHECK(weftAllReduce(d, d, 4096, weftFloat32, weftSum, comms[0], s) == weftSuccess, "launch: %s",
           weftGetLastError(comms[0]));
-    std::this_thread::sleep_for(std::chrono::milliseconds(mode == 0 ? 500 : 50));
-    if (mode == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(mode == 1 ? 50 : 500));
+    if (mode == 2) {
+      CHECK(cudaStreamQuery(s) == cudaErrorNotReady, "the kernel should still wait for rank 1 after 500 ms");
+      const auto t0 = Clock::now();
+      std::thread aborter([&] { WEFT_OK(weftCommAbort(comms[1])); });
+      CUDA_OK(cudaStreamSynchronize(s));
+      const double ms = msSince(t0);
+      aborter.join();
+      weftResult_t async = weftSuccess;
+      WEFT_OK(weftCommGetAsyncError(comms[0], &async));
+      const std::string why = weftGetLastError(comms[0]);
+      CHECK(async == weftRemoteError, "async error %d, want weftRemoteError", static_cast<int>(async));
+      CHECK(why.find("rank 1") != std::string::npos, "the error should name rank 1: %s", why.c_str());
+      CHECK(ms < 2000, "the peer's abort ended the kernel after %.1f ms", ms);
+      std::printf("peer abort: a kernel waiting on rank 1 ended %.2f ms after weftCommAbort(rank 1): %s\n", ms, why.c_str());
+      WEFT_OK(weftCommDestroy(comms[0]));
+    } else if (mode == 0) {
       CHECK(cudaStreamQuery(s) == cudaErrorNotReady, "the kernel should still wait for rank 1 after 500 ms");
       const auto t0 = Clock::now();
       std::thread aborter([&] { WEFT_OK(weftCommAbort(comms[0])); });
@@ -218,7 +247,7 @@ void testAbortAndDeadline() {
       std::printf("deadline: kernel gave up after about %.0f ms (timeout 300 ms): %s\n", ms, why.c_str());
       WEFT_OK(weftCommDestroy(comms[0]));
     }
-    WEFT_OK(weftCommDestroy(comms[1]));
+    if (mode != 2) WEFT_OK(weftCommDestroy(comms[1]));
     CUDA_OK(cudaFree(d));
     CUDA_OK(cudaStreamDestroy(s));
   }
@@ -226,17 +255,26 @@ void testAbortAndDeadline() {
 
 }  // namespace
 
-int main() {
+// Usage: weft-device-test [part...]; parts: results graph kinds abort (default: all).
+int main(int argc, char** argv) {
   if (int skip = gpu::skipWithoutGpu("weft-device-test")) return skip;
-  // Small staging so that the larger cases run several rounds.
-  setenv("WEFT_CUDA_STAGE_BYTES", "65536", 1);
-  testResults(2);
-  testResults(3);
-  unsetenv("WEFT_CUDA_STAGE_BYTES");
-  testResults(2);
-  testGraphReplays();
-  testKindsAndNullStream();
-  testAbortAndDeadline();
+  auto want = [&](const char* part) {
+    if (argc < 2) return true;
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], part) == 0) return true;
+    return false;
+  };
+  if (want("results")) {
+    // Small staging so that the larger cases run several rounds.
+    setenv("WEFT_CUDA_STAGE_BYTES", "65536", 1);
+    testResults(2);
+    testResults(3);
+    unsetenv("WEFT_CUDA_STAGE_BYTES");
+    testResults(2);
+  }
+  if (want("graph")) testGraphReplays();
+  if (want("kinds")) testKindsAndNullStream();
+  if (want("abort")) testAbortAndDeadline();
   if (gFailures.load() != 0) {
     std::printf("weft-device-test: %d FAILED checks\n", gFailures.load());
     return 1;

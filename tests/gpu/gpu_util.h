@@ -4,7 +4,7 @@
 #include <cuda_runtime.h>
 #include <weft/weft.h>
 
-#include <barrier>
+#include "tests/gpu/thread_barrier.h"
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -17,7 +17,8 @@
     cudaError_t e_ = (x);                                                                           \
     if (e_ != cudaSuccess) {                                                                        \
       std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-      std::exit(1);                                                                                 \
+      std::fflush(stdout);                                                                        \
+      std::_Exit(1);                                                                                 \
     }                                                                                               \
   } while (0)
 
@@ -27,7 +28,8 @@
     if (r_ != weftSuccess) {                                                                        \
       std::fprintf(stderr, "%s:%d: %s: %s (%s)\n", __FILE__, __LINE__, #x, weftGetErrorString(r_),     \
                    weftGetLastError(nullptr));                                                      \
-      std::exit(1);                                                                                 \
+      std::fflush(stdout);                                                                        \
+      std::_Exit(1);                                                                                 \
     }                                                                                               \
   } while (0)
 
@@ -47,11 +49,11 @@ inline int skipWithoutGpu(const char* what) {
 // n ranks as threads of this process on GPU 0: body(rank, comm, stream, barrier) on each thread.
 // Each rank gets its own non-blocking stream (ranks on the legacy default stream would serialise
 // their kernels and wait on each other forever).
-inline void runRanks(int n, const std::function<void(int, weftComm_t, cudaStream_t, std::barrier<>&)>& body,
+inline void runRanks(int n, const std::function<void(int, weftComm_t, cudaStream_t, ThreadBarrier&)>& body,
                      weftConfig_t* config = nullptr, bool destroy = true) {
   weftUniqueId id;
   WEFT_OK(weftGetUniqueId(&id));
-  std::barrier<> bar(n);
+  ThreadBarrier bar(n);
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r)
     threads.emplace_back([&, r] {
