@@ -32,6 +32,7 @@ struct OpDesc {
   DataType dtype = DataType::kFloat32;
   RedOp op = RedOp::kSum;
   int root = -1;  // broadcast/reduce root; send/recv peer
+  void* stream = nullptr;  // device buffers: the cudaStream_t (host buffers ignore it)
 };
 
 struct EngineConfig {
@@ -80,6 +81,11 @@ class Communicator {
 
   // Calls in flight (weftCommAbort waits for them to leave before freeing).
   std::atomic<int> activeCalls{0};
+
+  // For lib/device (device buffers, set up by the API layer right after create): the bootstrap and
+  // the settings.
+  bootstrap::Bootstrap& bootstrapRef() { return *bootstrap_; }
+  const EngineConfig& config() const { return cfg_; }
 
  private:
   Communicator() = default;
