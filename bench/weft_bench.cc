@@ -18,6 +18,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -158,7 +159,8 @@ void usage(FILE* out) {
       "      --ranks <n>           number of local ranks to spawn (default 2); giving it spawns\n"
       "                            local ranks even under a launcher\n"
       "      --compare mpi         also time the same operations with Open MPI (mpirun -np N\n"
-      "                            --mca btl tcp,self; needs the weft-mpi-bench helper) and print\n"
+      "                            --mca btl self,vader, its shared memory, or tcp,self when\n"
+      "                            WEFT_TRANSPORTS leaves shm out; needs the weft-mpi-bench helper) and print\n"
       "                            its time and weft/mpi per row (spawned ranks only)\n"
       "  -h, --help                this text\n"
       "\n"
@@ -565,12 +567,32 @@ void fillComplement(char* dst, const char* src, size_t bytes) {
   for (size_t b = 0; b < bytes; ++b) dst[b] = static_cast<char>(~src[b]);
 }
 
+// Spawned ranks are bound one per core, as mpirun binds its ranks (--bind-to core), when the
+// allowed cores are at least as many as the ranks; otherwise (oversubscribed) they float, as
+// mpirun's do then. Unbound, two ranks that share a core hand it back and forth on every message.
+void bindSpawnedRank(int rank, int nranks) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < nranks) return;
+  int seen = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    if (seen++ == rank) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      (void)sched_setaffinity(0, sizeof one, &one);
+      return;
+    }
+  }
+}
+
 int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
               const std::string& mpiTimesPath) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   gRank = rank;
   gNranks = nranks;
   if (id) {
+    bindSpawnedRank(rank, nranks);
     WB_CHECK(weftCommInitRank(&gComm, nranks, *id, rank));
   } else {
     // Under a launcher: rank, size and rendezvous from its environment.
@@ -874,8 +896,12 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
     return kExitError;
   }
   // One spec per (type, op, root): "<type>:<op>:<root>:<count>,<count>,...", the counts weft uses.
+  // Like against like: Open MPI's shared-memory path (vader) while weft's same-host ranks use shm,
+  // its TCP path when WEFT_TRANSPORTS leaves shm out.
+  const char* allowed = std::getenv("WEFT_TRANSPORTS");
+  const bool weftShm = allowed == nullptr || *allowed == '\0' || std::strstr(allowed, "shm") != nullptr;
   std::vector<std::string> args = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
-                                   std::to_string(o.ranks), "--mca", "btl", "tcp,self", "--mca", "pml",
+                                   std::to_string(o.ranks), "--mca", "btl", weftShm ? "self,vader" : "tcp,self", "--mca", "pml",
                                    "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
                                    std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
                                    std::to_string(o.average)};

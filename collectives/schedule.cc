@@ -135,6 +135,63 @@ Schedule mergeSchedules(std::vector<Schedule> parts) {
   return out;
 }
 
+Schedule oneShotAllReduce(int nranks, int rank, size_t count) {
+  Step all;
+  all.count = count;
+  all.useInput = all.writeOutput = all.finalize = true;
+  if (nranks == 1) return single({all});
+  Step out;  // my input to every peer
+  out.count = count;
+  out.useInput = true;
+  for (int p = 0; p < nranks; ++p) {
+    if (p == rank) continue;
+    out = sendTo(out, p);
+    all = recvFrom(all, p);  // ascending: operand order is rank order
+  }
+  all.inputPos = rank;
+  return single({out, all});
+}
+
+Schedule twoShotAllReduce(int nranks, int rank, size_t count) {
+  auto slice = [&](int k) {
+    Step st;
+    segment(count, nranks, k, &st.inOffset, &st.count);
+    st.outOffset = st.inOffset;
+    return st;
+  };
+  if (nranks == 1) {
+    Step st = slice(0);
+    st.useInput = st.writeOutput = st.finalize = true;
+    return single({st});
+  }
+  std::vector<Step> steps;
+  // Reduce-scatter: slice p of my input to its owner p.
+  for (int p = 0; p < nranks; ++p) {
+    if (p == rank) continue;
+    Step st = slice(p);
+    st.useInput = true;
+    steps.push_back(sendTo(st, p));
+  }
+  // My slice: every peer's part and mine, in rank order; the result is stored and sent to every
+  // peer (the all-gather's send).
+  Step mine = slice(rank);
+  mine.useInput = mine.writeOutput = mine.finalize = true;
+  mine.inputPos = rank;
+  for (int p = 0; p < nranks; ++p)
+    if (p != rank) mine = recvFrom(mine, p);
+  for (int p = 0; p < nranks; ++p)
+    if (p != rank) mine = sendTo(mine, p);
+  steps.push_back(mine);
+  // All-gather: every peer's reduced slice.
+  for (int p = 0; p < nranks; ++p) {
+    if (p == rank) continue;
+    Step st = slice(p);
+    st.writeOutput = true;
+    steps.push_back(recvFrom(st, p));
+  }
+  return single(std::move(steps));
+}
+
 Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count) {
   const RingPos rp = ringPos(ring, rank);
   const int n = rp.n, pos = rp.pos, next = rp.next, prev = rp.prev;

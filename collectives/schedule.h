@@ -21,12 +21,18 @@ namespace weft::coll {
 //   recvReduceCopySend useInput, recv, output,   send
 //   recvCopySend                 recv, output,   send
 //   recv                         recv, output
-inline constexpr int kMaxStepPeers = 3;  // a tree head: two nodes and one local rank
+// A step receives from and sends to at most kMaxStepPeers peers (the one-shot and two-shot
+// all-reduces exchange with every peer in one step). Operands are reduced left to right in the
+// order: received messages in recvPeers order, with the local input inserted at position inputPos
+// (0 = first); so a step can reduce in rank order, which makes the result bitwise reproducible.
+inline constexpr int kMaxStepPeers = 8;
+
 struct Step {
-  int recvPeers[kMaxStepPeers] = {-1, -1, -1};
+  int recvPeers[kMaxStepPeers] = {-1, -1, -1, -1, -1, -1, -1, -1};
   int nrecv = 0;
-  int sendPeers[kMaxStepPeers] = {-1, -1, -1};
+  int sendPeers[kMaxStepPeers] = {-1, -1, -1, -1, -1, -1, -1, -1};
   int nsend = 0;
+  int inputPos = 0;          // where the local input goes among the operands (<= nrecv)
   bool useInput = false;     // reduce with sendbuff[inOffset ...]
   bool inputIsOutput = false;  // useInput reads recvbuff[outOffset ...] instead (a result computed earlier)
   bool writeOutput = false;  // store the result in recvbuff[outOffset ...]
@@ -42,8 +48,14 @@ inline constexpr int kP2pChannel = 1;
 // The engine channel of a collective's k-th plan channel (ring or tree channel k): 0, then 2, 3, ...
 inline int collChannel(int k) { return k == 0 ? kCollChannel : k + 1; }
 
+// A phase runs chunk-major: for chunk position c, every step on its c-th chunk, in order. A
+// concurrent phase instead runs each step as its own stream (step k may be ahead of or behind step
+// j by any number of chunks): for steps that must not wait on each other, such as a tree's reduce
+// (up) and broadcast (down) streams, which would deadlock with bounded buffers in lock-step.
+// Concurrent steps must use distinct (peer, direction, channel) pairs and no data of each other's.
 struct Phase {
   std::vector<Step> steps;
+  bool concurrent = false;
 };
 
 struct Schedule {
@@ -76,6 +88,16 @@ Schedule treeAllReduce(const std::vector<int>& order, int rank, size_t count);
 Schedule mergeSchedules(std::vector<Schedule> parts);
 // Slice k of `count` elements split into n slices (sizes differ by at most one).
 void sliceOf(size_t count, int n, int k, size_t* offset, size_t* len);
+// One-shot all-reduce (intra-node, small messages): every rank sends its whole input to every peer
+// and reduces all n inputs itself, in rank order 0..n-1, so every rank computes the same bits. One
+// message latency; (n-1) x count elements sent per rank. nranks <= kMaxStepPeers + 1.
+Schedule oneShotAllReduce(int nranks, int rank, size_t count);
+
+// Two-shot all-reduce (intra-node, medium and large): reduce-scatter then all-gather, each with
+// every peer directly: rank r receives slice r of every peer's input, reduces the n slices in rank
+// order, and sends the result to every peer. Two message latencies; 2 (n-1)/n x count elements sent
+// per rank, as the ring. nranks <= kMaxStepPeers + 1.
+Schedule twoShotAllReduce(int nranks, int rank, size_t count);
 
 // Ring all-gather: every rank's count-element block lands at recvbuff[rank * count].
 Schedule ringAllGather(const std::vector<int>& ring, int rank, size_t count);

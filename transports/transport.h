@@ -58,6 +58,27 @@ class MessagingTransport {
   virtual Status regMr(void* comm, void* data, size_t size, void** mhandle) = 0;
   virtual Status deregMr(void* comm, void* mhandle) = 0;
 
+  // Device (GPU) memory for GPUDirect RDMA. The transport tries a dmabuf registration (dmabufFd >=
+  // 0: the fd the device driver exported for [data, data + size) at dmabufOffset), then peer memory
+  // (registering the device pointer itself), else leaves *mhandle null: the caller stages through
+  // host memory. *mode says which ("dmabuf", "peer memory", "host staging") and why the others were
+  // refused; the transport also logs it. Release a handle with deregMr.
+  virtual Status regMrDevice(void* comm, void* data, size_t size, int dmabufFd, uint64_t dmabufOffset, void** mhandle,
+                             std::string* mode) {
+    (void)comm, (void)data, (void)size, (void)dmabufFd, (void)dmabufOffset;
+    *mhandle = nullptr;
+    if (mode) *mode = std::string("host staging: the ") + name() + " transport cannot reach device memory";
+    return Status::ok();
+  }
+  // After a receive into device memory (an mhandle from regMrDevice) completed: make the NIC's writes
+  // visible to the device before it reads them. *request == nullptr: nothing to wait for; else test()
+  // it like a receive.
+  virtual Status iflush(RecvComm* comm, void* data, size_t size, void* mhandle, Request** request) {
+    (void)comm, (void)data, (void)size, (void)mhandle;
+    *request = nullptr;
+    return Status::ok();
+  }
+
   // Non-blocking send/receive; *request == nullptr means "no resources now, try again". Messages on
   // a connection complete in order; a receive buffer may be larger than the message.
   virtual Status isend(SendComm* comm, const void* data, size_t size, uint32_t tag, void* mhandle,

@@ -22,6 +22,7 @@
 #include "lib/core/types.h"
 #include "lib/core/util.h"
 #include "lib/core/version.h"
+#include "lib/device/device.h"
 #include "lib/engine/communicator.h"
 
 static_assert(weft::kLibraryVersion == WEFT_VERSION_CODE, "lib/core/version.h and weft.h disagree");
@@ -39,6 +40,9 @@ struct weftComm {
   std::thread initThread;
   std::atomic<bool> initializing{false};
   weft::Status initStatus;
+  // Device buffers (lib/device): null when this communicator cannot take them; deviceWhyNot says why.
+  std::unique_ptr<weft::device::DeviceComm> device;
+  std::string deviceWhyNot;
   ~weftComm() {
     if (initThread.joinable()) initThread.join();
   }
@@ -85,6 +89,19 @@ weft::Status ready(weftComm* c) {
   return c->initStatus;
 }
 
+// Collective, right after the communicator is created: the device state for device buffers
+// (lib/device). Ranks without CUDA take part and get none, touching no CUDA.
+weft::Status setupDevice(weftComm* c) {
+  if (!weft::device::built()) {
+    c->deviceWhyNot = "this libweft was built without CUDA";
+    return weft::Status::ok();
+  }
+  weft::device::DeviceCommOptions o;
+  o.timeoutMs = c->impl->config().timeoutMs;
+  o.initTimeoutMs = c->impl->config().initTimeoutMs;
+  return weft::device::DeviceComm::create(c->impl->bootstrapRef(), o, &c->device, &c->deviceWhyNot);
+}
+
 // One call at a time per communicator; weftCommAbort waits for calls to leave before freeing.
 class CallGuard {
  public:
@@ -128,6 +145,7 @@ weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, c
   auto c = std::make_unique<weftComm>();
   if (blocking) {
     weft::Status s = weft::engine::Communicator::create(id, nranks, rank, opts, &c->impl);
+    if (s) s = setupDevice(c.get());
     if (!s) return report(s, call);
     *out = c.release();
     return weftSuccess;
@@ -138,6 +156,7 @@ weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, c
     weft::Status s;
     try {
       s = weft::engine::Communicator::create(id, nranks, rank, opts, &raw->impl);
+      if (s) s = setupDevice(raw);
     } catch (const std::exception& e) {
       s = weft::internalError(e.what());
     }
@@ -199,7 +218,38 @@ thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingOp> tlsGroupOps;
 
 // Runs (or, inside a group, posts) one operation.
+// Device buffers: *handled = true when the call had device buffers (then the result is returned).
+// Both buffers must be of one kind; only all-reduce runs on device buffers yet.
+weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine::OpDesc& d, bool* handled) {
+  using weft::device::MemKind;
+  *handled = false;
+  const MemKind ks = weft::device::classify(d.sendbuff);
+  const MemKind kr = weft::device::classify(d.recvbuff);
+  if (ks == MemKind::kHost && kr == MemKind::kHost) return weftSuccess;
+  *handled = true;
+  if (d.sendbuff != nullptr && d.recvbuff != nullptr && ks != kr)
+    return argError(call, std::string("sendbuff is ") + (ks == MemKind::kDevice ? "device" : "host") +
+                              " memory and recvbuff " + (kr == MemKind::kDevice ? "device" : "host") +
+                              " memory: both buffers of a call must be of one kind");
+  if (tlsGroupDepth > 0)
+    return report(weft::invalidUsage("device buffers inside weftGroupStart/End are not supported yet"), call);
+  if (d.coll != weft::CollType::kAllReduce)
+    return report(weft::invalidUsage("only weftAllReduce takes device buffers yet"), call);
+  if (!comm->device) return report(weft::invalidUsage("device buffers: " + comm->deviceWhyNot), call);
+  CallGuard guard(comm);
+  if (guard.busy())
+    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
+                                     "may use a communicator"),
+                  call);
+  weft::Status s = comm->impl->asyncError();
+  if (s) s = comm->device->allReduce(d.sendbuff, d.recvbuff, d.count, d.dtype, d.op, d.stream);
+  return report(s, call);
+}
+
 weftResult_t submit(const char* call, weftComm_t comm, const weft::engine::OpDesc& d) {
+  bool handled = false;
+  weftResult_t dr = submitDevice(call, comm, d, &handled);
+  if (handled) return dr;
   if (tlsGroupDepth > 0) {
     tlsGroupOps.push_back({comm, d});
     return weftSuccess;
@@ -264,6 +314,7 @@ WEFT_API const char* weftGetLastError(weftComm_t comm) {
     try {
       weft::Status s = comm->initializing.load() ? weft::Status() : comm->initStatus;
       if (s && comm->impl) s = comm->impl->asyncError();
+      if (s && comm->device) s = comm->device->asyncError();
       commError = s.isOk() ? "" : s.message();
     } catch (...) {
       commError.clear();
@@ -353,6 +404,7 @@ WEFT_API weftResult_t weftCommSplit(weftComm_t comm, int color, int key, weftCom
     if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto c = std::make_unique<weftComm>();
     s = comm->impl->split(color, key, config ? &opts : nullptr, &c->impl);
+    if (s && c->impl) s = setupDevice(c.get());
     if (!s) return report(s, call);
     if (c->impl) *newcomm = c.release();
     return weftSuccess;
@@ -375,6 +427,7 @@ WEFT_API weftResult_t weftCommAbort(weftComm_t comm) {
   return guarded("weftCommAbort", [&] {
     if (comm == nullptr) return weftSuccess;
     (void)ready(comm);  // an init in progress ends within its timeout
+    if (comm->device) comm->device->abort();  // GPU waits give up at once
     if (comm->impl) comm->impl->requestAbort();
     // A blocked call notices the flag within one poll slice (10 ms); wait for it to leave.
     while (comm->activeCalls.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -413,7 +466,9 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
       *asyncError = toResult(comm->initStatus.code());
       return weftSuccess;
     }
-    *asyncError = toResult(comm->impl->asyncError().code());
+    weft::Status s = comm->impl->asyncError();
+    if (s && comm->device) s = comm->device->asyncError();
+    *asyncError = toResult(s.code());
     return weftSuccess;
   });
 }
@@ -429,7 +484,7 @@ WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingByt
 
 WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
                                     weftRedOp_t op, weftComm_t comm, weftStream_t stream) {
-  (void)stream;  // host buffers run synchronously whatever the stream
+  // Host buffers run synchronously whatever the stream; device buffers are stream-ordered.
   return guarded("weftAllReduce", [&] {
     const char* call = "weftAllReduce";
     size_t es;
@@ -441,7 +496,9 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
     if (sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal: use sendbuff == recvbuff for in-place, "
                             "or separate buffers");
-    return submit(call, comm, makeOp(weft::CollType::kAllReduce, sendbuff, recvbuff, count, raw(datatype), raw(op), -1));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kAllReduce, sendbuff, recvbuff, count, raw(datatype), raw(op), -1);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 

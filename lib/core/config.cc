@@ -19,6 +19,9 @@ const std::vector<Var> kTable = {
 #if __has_include("lib/core/config_vars_cpu.inc")
 #include "lib/core/config_vars_cpu.inc"
 #endif
+#if __has_include("lib/core/config_vars_cuda.inc")
+#include "lib/core/config_vars_cuda.inc"
+#endif
 #if __has_include("lib/core/config_vars_ib.inc")
 #include "lib/core/config_vars_ib.inc"
 #endif

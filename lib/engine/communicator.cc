@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,9 +24,19 @@
 
 namespace weft::engine {
 
+static_assert(plan::kMaxDirectRanks == coll::kMaxStepPeers + 1, "the tuner's limit for the direct all-reduces");
+
 namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
+
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 
 std::vector<std::string> splitList(const std::string& s) {
   std::vector<std::string> out;
@@ -115,10 +126,11 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
     WEFT_TRY(startTransport(want, rank, &c->transport_));
   }
 #if WEFT_HAVE_SHM
-  // Same-host peers: shared memory when WEFT_TRANSPORTS names shm. Opt-in for now: through the
-  // engine it still fails one case of the test matrix (see docs/ARCHITECTURE.md). Every rank decides
-  // the same way from the same host identities, so both ends of a connection agree.
-  bool shmAllowed = std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
+  // Same-host peers: shared memory unless WEFT_TRANSPORTS leaves shm out (WEFT_TRANSPORTS=socket keeps
+  // them on TCP). Every rank decides the same way from the same host identities, so both ends of a
+  // connection agree.
+  bool shmAllowed = c->cfg_.transports.empty() ||
+                    std::find(c->cfg_.transports.begin(), c->cfg_.transports.end(), "shm") != c->cfg_.transports.end();
   if (shmAllowed) {
     Status ss;
     c->shm_.transport = transport::createShmTransport(&ss);
@@ -138,6 +150,13 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   c->slotBytes_ = c->cfg_.buffSize / static_cast<size_t>(c->cfg_.nslots);
   c->slotBytes_ &= ~size_t{63};
   WEFT_TRY(c->buildPlan().withContext("planning rings and trees"));
+  int local = 0;
+  for (int r = 0; r < nranks; ++r) local += c->bootstrap_->peer(r).hostId == c->bootstrap_->peer(rank).hostId ? 1 : 0;
+  // More ranks on this host than online cores: a spinning rank would take the core of the peer it
+  // waits for, so waits yield at once (no pure spinning). (Online cores, not this process's
+  // affinity: a launcher that binds each rank to one core is not oversubscribing.)
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (online > 0 && local > online) c->pureSpinNs_ = 0;
   WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
             opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
             c->transport_.transport->device(c->transport_.device).name.c_str(),
@@ -555,7 +574,7 @@ Status Communicator::connectPeers(const std::vector<coll::PeerChannel>& sendPeer
 // One operation's schedule with its buffers and the header its messages carry.
 struct Communicator::Part {
   OpDesc op;
-  coll::Schedule sched;
+  std::shared_ptr<const coll::Schedule> sched;
   OpHeader header{};
 };
 // Parts that run one after the other; lanes run concurrently.
@@ -580,13 +599,33 @@ class Executor {
 
   Status advance(bool* progressed) {
     while (!done()) {
-      const coll::Schedule& s = parts_[part_].sched;
+      const coll::Schedule& s = *parts_[part_].sched;
       if (phase_ >= s.phases.size()) {
         ++part_;
         startPart();
         continue;
       }
       const coll::Phase& ph = s.phases[phase_];
+      if (ph.concurrent) {  // each step is its own stream of chunks
+        bool finished = true;
+        for (size_t k = 0; k < ph.steps.size(); ++k) {
+          const coll::Step& st = ph.steps[k];
+          size_t& r = streamRound_[k];
+          while (r * chunkElems_ < st.count) {
+            size_t off = r * chunkElems_;
+            bool ran = false;
+            WEFT_TRY(primitive(st, off, std::min(chunkElems_, st.count - off), &ran));
+            if (!ran) break;
+            *progressed = true;
+            ++r;
+          }
+          finished &= r * chunkElems_ >= st.count;
+        }
+        if (!finished) break;
+        ++phase_;
+        startPhase();
+        continue;
+      }
       if (round_ >= rounds_) {
         ++phase_;
         startPhase();
@@ -624,10 +663,11 @@ class Executor {
   }
   void startPhase() {
     round_ = step_ = rounds_ = 0;
-    const coll::Schedule& s = parts_[part_].sched;
+    const coll::Schedule& s = *parts_[part_].sched;
     if (phase_ >= s.phases.size()) return;
     for (const coll::Step& st : s.phases[phase_].steps)
       rounds_ = std::max(rounds_, (st.count + chunkElems_ - 1) / chunkElems_);
+    streamRound_.assign(s.phases[phase_].steps.size(), 0);
   }
 
   Status checkHeader(int peer, const OpHeader& h, const OpHeader& want, size_t n) {
@@ -642,6 +682,12 @@ class Executor {
                         " but " + c_.bootstrap_->describe(peer) + " called " + describeOp(h) +
                         ": every rank must call the same collectives, in the same order, with the same count, type, "
                         "op and root (and matching send/recv counts and types)");
+  }
+
+  // Adds "<what> <peer>" to a failure; success costs nothing (no string is built).
+  Status orContext(Status s, const char* what, int peer) const {
+    if (s) return s;
+    return s.withContext(std::string(what) + " " + c_.bootstrap_->describe(peer));
   }
 
   Status primitive(const coll::Step& st, size_t off, size_t n, bool* ran) {
@@ -659,13 +705,13 @@ class Executor {
                         : st.inputIsOutput ? static_cast<const char*>(op.recvbuff) + (st.outOffset + off) * esize_
                                            : static_cast<const char*>(op.sendbuff) + (st.inOffset + off) * esize_;
     char* output = st.writeOutput ? static_cast<char*>(op.recvbuff) + (st.outOffset + off) * esize_ : nullptr;
-    if (st.useInput) inputs[ninputs++] = input;
     for (int k = 0; k < st.nrecv; ++k) {
+      if (st.useInput && k == st.inputPos) inputs[ninputs++] = input;
       rch[k] = c_.recv_.at({st.recvPeers[k], st.channel}).get();
       const OpHeader* h;
       const char* payload;
       bool ready;
-      WEFT_TRY(rch[k]->peek(&h, &payload, &ready).withContext("receiving from " + c_.bootstrap_->describe(st.recvPeers[k])));
+      WEFT_TRY(orContext(rch[k]->peek(&h, &payload, &ready), "receiving from", st.recvPeers[k]));
       if (!ready) {
         waitingPeer_ = st.recvPeers[k];
         waitingToSend_ = false;
@@ -674,22 +720,32 @@ class Executor {
       WEFT_TRY(checkHeader(st.recvPeers[k], *h, part.header, n));
       inputs[ninputs++] = payload;
     }
+    if (st.useInput && st.inputPos >= st.nrecv) inputs[ninputs++] = input;
     for (int k = 0; k < st.nsend; ++k) {
       sch[k] = c_.send_.at({st.sendPeers[k], st.channel}).get();
-      WEFT_TRY(sch[k]->acquire(&out[k]).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
+      WEFT_TRY(orContext(sch[k]->acquire(&out[k]), "sending to", st.sendPeers[k]));
       if (!out[k]) {
         waitingPeer_ = st.sendPeers[k];
         waitingToSend_ = true;
         return Status::ok();
       }
     }
-    // The result goes straight into the first send slot (or the output when nothing is sent).
+    // The result goes straight into the first send slot (or the output when nothing is sent). The
+    // reduction folds left to right into dst, so dst may be the first operand but no later one (in
+    // place with the local input not first): then it folds into a scratch chunk.
     char* dst = st.nsend > 0 ? out[0] : output;
     if (ninputs == 1) {
       if (dst != inputs[0]) std::memcpy(dst, inputs[0], bytes);
     } else {
-      reduce::reduce(op.dtype, op.op, dst, inputs[0], inputs[1], n);
-      for (int k = 2; k < ninputs; ++k) reduce::reduce(op.dtype, op.op, dst, dst, inputs[k], n);
+      char* acc = dst;
+      for (int k = 1; k < ninputs; ++k)
+        if (inputs[k] == dst) {
+          if (tmp_.size() < bytes) tmp_.resize(bytes);
+          acc = tmp_.data();
+        }
+      reduce::reduce(op.dtype, op.op, acc, inputs[0], inputs[1], n);
+      for (int k = 2; k < ninputs; ++k) reduce::reduce(op.dtype, op.op, acc, acc, inputs[k], n);
+      if (acc != dst) std::memcpy(dst, acc, bytes);
     }
     if (st.finalize && op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, n, c_.nranks_);
     if (st.writeOutput && dst != output) std::memcpy(output, dst, bytes);
@@ -697,9 +753,9 @@ class Executor {
     OpHeader h = part.header;
     h.payloadBytes = bytes;
     for (int k = 0; k < st.nsend; ++k)
-      WEFT_TRY(sch[k]->post(h, bytes).withContext("sending to " + c_.bootstrap_->describe(st.sendPeers[k])));
+      WEFT_TRY(orContext(sch[k]->post(h, bytes), "sending to", st.sendPeers[k]));
     for (int k = 0; k < st.nrecv; ++k)
-      WEFT_TRY(rch[k]->release().withContext("receiving from " + c_.bootstrap_->describe(st.recvPeers[k])));
+      WEFT_TRY(orContext(rch[k]->release(), "receiving from", st.recvPeers[k]));
     *ran = true;
     return Status::ok();
   }
@@ -709,6 +765,8 @@ class Executor {
   size_t slotPayload_;
   size_t part_ = 0, phase_ = 0, round_ = 0, step_ = 0, rounds_ = 0;
   size_t esize_ = 1, chunkElems_ = 1;
+  std::vector<size_t> streamRound_;  // concurrent phase: the next chunk of each step
+  std::vector<char> tmp_;            // a reduction whose destination is a later operand
   int waitingPeer_ = -1;
   bool waitingToSend_ = false;
 };
@@ -729,26 +787,43 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   plan::Plan chosen;
   switch (op.coll) {
     case CollType::kAllReduce: {
-      chosen = plan::choosePlanFromModel(cfg_.tuner, model_, op.coll, op.count * esize);
+      plan::Plan chosen = plan::choosePlanFromModel(cfg_.tuner, model_, op.coll, op.count * esize);
       algo = chosen.algo;
-      // Channel k carries slice k of the elements over ring / tree channel k of the plan.
-      std::vector<coll::Schedule> slices;
-      for (int k = 0; k < chosen.nchannels; ++k) {
-        size_t off, len;
-        coll::sliceOf(op.count, chosen.nchannels, k, &off, &len);
-        slices.push_back(algo == plan::Algo::kTree
-                             ? coll::treeAllReduce(trees_[static_cast<size_t>(k)], len, off, coll::collChannel(k))
-                             : coll::ringAllReduce(rings_[static_cast<size_t>(k)], rank_, len, off, coll::collChannel(k)));
+      // Inference repeats the same all-reduces: their schedules are built once per (algorithm,
+      // channels, count).
+      const size_t key = op.count * 64 + static_cast<size_t>(chosen.nchannels);
+      auto& cached = allReduceSchedules_[{static_cast<int>(algo), key}];
+      if (!cached) {
+        if (allReduceSchedules_.size() > 256) {  // bounded: start over (parts in flight hold their own)
+          allReduceSchedules_.clear();
+          return plan(op, part);
+        }
+        if (algo == plan::Algo::kOneShot) {
+          cached = std::make_shared<coll::Schedule>(coll::oneShotAllReduce(n, rank_, op.count));
+        } else if (algo == plan::Algo::kTwoShot) {
+          cached = std::make_shared<coll::Schedule>(coll::twoShotAllReduce(n, rank_, op.count));
+        } else {
+          // Channel k carries slice k of the elements over ring / tree channel k of the plan.
+          std::vector<coll::Schedule> slices;
+          for (int k = 0; k < chosen.nchannels; ++k) {
+            size_t off, len;
+            coll::sliceOf(op.count, chosen.nchannels, k, &off, &len);
+            slices.push_back(algo == plan::Algo::kTree
+                                 ? coll::treeAllReduce(trees_[static_cast<size_t>(k)], len, off, coll::collChannel(k))
+                                 : coll::ringAllReduce(rings_[static_cast<size_t>(k)], rank_, len, off, coll::collChannel(k)));
+          }
+          cached = std::make_shared<coll::Schedule>(coll::mergeSchedules(std::move(slices)));
+        }
       }
-      part->sched = coll::mergeSchedules(std::move(slices));
+      part->sched = cached;
       break;
     }
-    case CollType::kAllGather: part->sched = coll::ringAllGather(rings_[0], rank_, op.count); break;
-    case CollType::kReduceScatter: part->sched = coll::ringReduceScatter(rings_[0], rank_, op.count); break;
-    case CollType::kBroadcast: part->sched = coll::chainBroadcast(rings_[0], rank_, op.count, op.root); break;
-    case CollType::kReduce: part->sched = coll::chainReduce(rings_[0], rank_, op.count, op.root); break;
+    case CollType::kAllGather: part->sched = std::make_shared<coll::Schedule>(coll::ringAllGather(rings_[0], rank_, op.count)); break;
+    case CollType::kReduceScatter: part->sched = std::make_shared<coll::Schedule>(coll::ringReduceScatter(rings_[0], rank_, op.count)); break;
+    case CollType::kBroadcast: part->sched = std::make_shared<coll::Schedule>(coll::chainBroadcast(rings_[0], rank_, op.count, op.root)); break;
+    case CollType::kReduce: part->sched = std::make_shared<coll::Schedule>(coll::chainReduce(rings_[0], rank_, op.count, op.root)); break;
     case CollType::kAlltoAll: {
-      part->sched = coll::pairwiseAlltoAll(n, rank_, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::pairwiseAlltoAll(n, rank_, op.count));
       if (op.sendbuff == op.recvbuff) {  // in place: send from a copy of the input
         size_t bytes = op.count * esize * static_cast<size_t>(n);
         if (scratch_.size() < bytes) scratch_.resize(bytes);
@@ -758,11 +833,11 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
       break;
     }
     case CollType::kSend:
-      part->sched = coll::p2pSend(op.root, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::p2pSend(op.root, op.count));
       h.seq = ++sendSeq_[op.root];
       break;
     case CollType::kRecv:
-      part->sched = coll::p2pRecv(op.root, op.count);
+      part->sched = std::make_shared<coll::Schedule>(coll::p2pRecv(op.root, op.count));
       h.seq = ++recvSeq_[op.root];
       h.root = rank_;  // the sender puts its destination (us) in root
       break;
@@ -850,20 +925,21 @@ Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
 Status Communicator::runLanes(std::vector<Lane>& lanes) {
   std::vector<coll::PeerChannel> sendPeers, recvPeers;
   for (auto& lane : lanes)
-    for (auto& part : lane.parts) coll::schedulePeers(part.sched, &sendPeers, &recvPeers);
+    for (auto& part : lane.parts) coll::schedulePeers(*part.sched, &sendPeers, &recvPeers);
   std::sort(sendPeers.begin(), sendPeers.end());
   sendPeers.erase(std::unique(sendPeers.begin(), sendPeers.end()), sendPeers.end());
   std::sort(recvPeers.begin(), recvPeers.end());
   recvPeers.erase(std::unique(recvPeers.begin(), recvPeers.end()), recvPeers.end());
-  std::string what;
+  const OpHeader* first = nullptr;  // described only on failure (this is the hot path)
   for (auto& lane : lanes)
     if (!lane.parts.empty()) {
-      what = describeOp(lane.parts.front().header);
+      first = &lane.parts.front().header;
       break;
     }
-  if (what.empty()) return Status::ok();
+  if (!first) return Status::ok();
+  auto describeFirst = [&] { return describeOp(*first); };
   Status s = connectPeers(sendPeers, recvPeers);
-  if (!s) return fail(s.withContext(what));
+  if (!s) return fail(s.withContext(describeFirst()));
 
   std::vector<std::unique_ptr<Executor>> ex;
   for (auto& lane : lanes)
@@ -883,7 +959,10 @@ Status Communicator::runLanes(std::vector<Lane>& lanes) {
     bool sendsIdle = true;
     for (auto& [pc, ch] : send_) {
       bool p2 = false;
-      if (s) s = ch->progress(&p2).withContext("sending to " + bootstrap_->describe(pc.peer)).withContext(what);
+      if (s) {
+        s = ch->progress(&p2);  // the context strings are built only on failure (hot loop)
+        if (!s) s = s.withContext("sending to " + bootstrap_->describe(pc.peer)).withContext(describeFirst());
+      }
       progressed |= p2;
       sendsIdle &= ch->idle();
     }
@@ -910,6 +989,13 @@ Status Communicator::runLanes(std::vector<Lane>& lanes) {
       if (why.empty()) why = "its last sends are not draining";
       return fail(timeoutError("no progress for " + std::to_string(cfg_.timeoutMs) + " ms (WEFT_TIMEOUT_MS): " + why +
                                ": is that rank still running and calling the same collectives in the same order?"));
+    }
+    // Waiting: a few microseconds of pure spinning (a same-host peer answers in well under that
+    // when it has a core), then yielding the core until WEFT_SPIN_US (with more ranks than cores a
+    // spinning rank would steal its peer's), then sleeping in poll() on the transports' descriptors.
+    if (now - lastProgress < pureSpinNs_ && now - lastProgress < cfg_.spinUs * 1000) {
+      for (int i = 0; i < 16; ++i) cpuRelax();
+      continue;
     }
     if (now - lastProgress < cfg_.spinUs * 1000) {
       sched_yield();

@@ -33,6 +33,7 @@ struct OpDesc {
   DataType dtype = DataType::kFloat32;
   RedOp op = RedOp::kSum;
   int root = -1;  // broadcast/reduce root; send/recv peer
+  void* stream = nullptr;  // device buffers: the cudaStream_t (host buffers ignore it)
 };
 
 struct EngineConfig {
@@ -86,6 +87,11 @@ class Communicator {
   // Calls in flight (weftCommAbort waits for them to leave before freeing).
   std::atomic<int> activeCalls{0};
 
+  // For lib/device (device buffers, set up by the API layer right after create): the bootstrap and
+  // the settings.
+  bootstrap::Bootstrap& bootstrapRef() { return *bootstrap_; }
+  const EngineConfig& config() const { return cfg_; }
+
  private:
   Communicator() = default;
   struct Part;
@@ -114,6 +120,8 @@ class Communicator {
   std::vector<std::vector<int>> rings_;     // per ring channel: the ranks in ring order
   std::vector<coll::TreeNeighbors> trees_;  // per tree channel: this rank's parent and children
   plan::CostModel model_;
+  uint64_t pureSpinNs_ = 3000;  // busy-wait before yielding; 0 when this host's ranks outnumber its cores
+  std::map<std::pair<int, size_t>, std::shared_ptr<const coll::Schedule>> allReduceSchedules_;  // (algo, count)
   uint32_t seq_ = 0;                   // collectives
   std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
   std::map<int, uint32_t> recvSeq_;

@@ -27,6 +27,12 @@ Status startIb(int localRank, TransportChoice* out) {
     if (p.linkLayer == topo::LinkLayer::kEthernet && p.gidIndex < 0) continue;
     ports.push_back({p.device, p.port, p.linkLayer == topo::LinkLayer::kEthernet ? p.gidIndex : -1});
   }
+  if (ports.empty()) {  // discovery's reasons name the fix (e.g. only link-local GIDs)
+    std::string why;
+    for (const topo::NicPort& p : node.nics)
+      if (p.excluded && !p.exclusionReason.empty()) why += (why.empty() ? "" : "; ") + p.exclusionReason;
+    if (!why.empty()) return systemError("no usable RDMA port: " + why);
+  }
   Status s;
   out->transport = transport::createIbTransport(ports, &s);
   if (!s) return s;

@@ -85,6 +85,10 @@ bool CostModel::applies(Algo algo, CollType coll) const {
       return coll == CollType::kAllReduce || coll == CollType::kAllGather || coll == CollType::kReduceScatter ||
              coll == CollType::kBroadcast || coll == CollType::kReduce;
     case Algo::kTree: return coll == CollType::kAllReduce && nRanks_ > 1;
+    case Algo::kOneShot:
+    case Algo::kTwoShot:
+      // The direct all-reduces exchange with every peer in one step: one host, a few ranks.
+      return coll == CollType::kAllReduce && nNodes_ == 1 && nRanks_ > 1 && nRanks_ <= kMaxDirectRanks;
   }
   return false;
 }
@@ -96,6 +100,13 @@ AlgoCost CostModel::predict(Algo algo, CollType coll, size_t bytes) const {
   const int nch = channels(algo, bytes);
   if (nRanks_ == 1) {
     out.timeUs = k_.baseUs + s / (intraGBps_ * 1000.0);
+  } else if (algo == Algo::kOneShot || algo == Algo::kTwoShot) {
+    // One-shot: one latency, every rank sends its whole input to n-1 peers and reduces n inputs.
+    // Two-shot: two latencies and the ring's 2(n-1)/n bytes. Inside one host only.
+    const bool one = algo == Algo::kOneShot;
+    const double lat = k_.baseUs + (one ? 1.0 : 2.0) * intraAlphaUs_;
+    const double moved = one ? (n - 1) * s : 2.0 * (n - 1) / n * s;
+    out.timeUs = lat + moved / (intraGBps_ * 1000.0);
   } else if (algo == Algo::kRing || coll != CollType::kAllReduce) {
     // 2(n-1) steps (all-reduce), each moving s/n over every edge; a chunk's path crosses node
     // boundaries on N of every n edges.
@@ -145,7 +156,16 @@ Algo CostModel::choose(CollType coll, size_t bytes) const {
 
 Plan choosePlanFromModel(const TunerConfig& cfg, const CostModel& model, CollType coll, size_t bytes) {
   Plan p;
-  p.algo = cfg.forced && model.applies(cfg.forcedAlgo, coll) ? cfg.forcedAlgo : model.choose(coll, bytes);
+  if (cfg.forced) {
+    p.algo = model.applies(cfg.forcedAlgo, coll) ? cfg.forcedAlgo : model.choose(coll, bytes);
+  } else if (model.applies(Algo::kOneShot, coll)) {
+    // One host: the direct all-reduces beat ring and tree at every size (fewer latencies, the same
+    // or less traffic). Between the two, one-shot's extra (n-2)·S of copying and reducing is cheap
+    // below WEFT_ONESHOT_THRESHOLD (measured crossover on this machine, 2-4 ranks over shm).
+    p.algo = bytes <= cfg.oneShotThresholdBytes ? Algo::kOneShot : Algo::kTwoShot;
+  } else {
+    p.algo = model.choose(coll, bytes);
+  }
   p.nchannels = model.channels(p.algo, bytes);
   return p;
 }

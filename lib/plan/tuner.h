@@ -11,15 +11,20 @@
 
 namespace weft::plan {
 
-enum class Algo : int { kRing = 0, kTree = 1 };
+// kOneShot / kTwoShot: the direct all-reduces (every rank exchanges with every peer in one step,
+// collectives/schedule.h), for ranks on one host; at most kMaxDirectRanks ranks.
+enum class Algo : int { kRing = 0, kTree = 1, kOneShot = 2, kTwoShot = 3 };
 const char* algoName(Algo a);
+inline constexpr int kMaxDirectRanks = 9;
 
 struct TunerConfig {
   bool forced = false;
   Algo forcedAlgo = Algo::kRing;
+  size_t oneShotThresholdBytes = 65536;
 };
 
-// Reads WEFT_ALGO (an unknown algorithm name is an error naming the choices).
+// Reads WEFT_ALGO / WEFT_ONESHOT_THRESHOLD (an unknown algorithm name is an error naming the
+// choices).
 Status loadTunerConfig(TunerConfig* out);
 
 struct Plan {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -435,6 +436,30 @@ TEST(IbTransport, OnlyLinkLocalGidsNameTheFix) {
   EXPECT_NE(s.message().find("WEFT_IB_GID_INDEX"), std::string::npos) << s.message();
 }
 
+// Through discovery: a RoCE port whose GID table has only link-local entries is refused with the
+// fix (a routable address on the netdev, or WEFT_IB_GID_INDEX), and the engine says so.
+TEST(IbTransport, EngineWithOnlyLinkLocalGidsNamesTheFix) {
+  std::string root = ::testing::TempDir() + "/ib-linklocal-" + std::to_string(getpid());
+  std::string src = getenv("SOFTVERBS_SYSFS_ROOT");
+  ASSERT_EQ(0, system(("rm -rf " + root + " && cp -r " + src + " " + root).c_str()));
+  std::string port = root + "/class/infiniband/svroce0/ports/1/";
+  for (const char* i : {"2", "3"}) {  // the routable ::ffff:10.0.0.1 entries
+    ASSERT_EQ(0, system(("echo 0000:0000:0000:0000:0000:0000:0000:0000 > " + port + "gids/" + i).c_str()));
+    ASSERT_EQ(0, system(("rm -f " + port + "gid_attrs/types/" + i + " " + port + "gid_attrs/ndevs/" + i).c_str()));
+  }
+  std::string oldSv = getenv("SOFTVERBS_SYSFS_ROOT"), oldW = getenv("WEFT_SYSFS_ROOT");
+  setenv("SOFTVERBS_SYSFS_ROOT", root.c_str(), 1);
+  setenv("WEFT_SYSFS_ROOT", root.c_str(), 1);
+  engine::TransportChoice c;
+  Status s = engine::selectTransport({"ib"}, 0, &c);
+  setenv("SOFTVERBS_SYSFS_ROOT", oldSv.c_str(), 1);
+  setenv("WEFT_SYSFS_ROOT", oldW.c_str(), 1);
+  ASSERT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("link-local"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("routable IPv4 or IPv6 address"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("WEFT_IB_GID_INDEX=svroce0"), std::string::npos) << s.message();
+}
+
 // The engine: ib when allowed (WEFT_TRANSPORTS=ib); without a device it falls back to socket, unless
 // WEFT_REQUIRE=rdma.
 TEST(IbTransport, EngineFallsBackWithoutDeviceAndRequireMakesItAnError) {
@@ -472,6 +497,243 @@ TEST(IbTransport, EngineFallsBackWithoutDeviceAndRequireMakesItAnError) {
   unsetenv("WEFT_REQUIRE");
   setenv("SOFTVERBS_SYSFS_ROOT", oldSv.c_str(), 1);
   setenv("WEFT_SYSFS_ROOT", oldW.c_str(), 1);
+}
+
+// Sixteen QPs, buffers at odd addresses (registered and not), sizes around the stripe boundary
+// and large: every byte lands where it should and nothing around it is touched.
+TEST(IbTransport, SixteenQpsUnalignedLargeMessages) {
+  setenv("WEFT_IB_QPS_PER_CONNECTION", "16", 1);
+  auto t = make();
+  unsetenv("WEFT_IB_QPS_PER_CONNECTION");
+  ASSERT_TRUE(t);
+  Pair p(t.get());
+  ASSERT_TRUE(p.s && p.r);
+  const size_t kMax = (16u << 20) + 5;
+  std::vector<unsigned char> src(kMax + 64), dst(kMax + 64);
+  fill(&src, 11);
+  for (bool registered : {false, true}) {
+    for (size_t size : {size_t{65535}, size_t{65536 + 3}, size_t{1000003}, kMax}) {
+      for (size_t so : {size_t{1}, size_t{3}}) {
+        size_t ro = so == 1 ? 5 : 7;
+        std::fill(dst.begin(), dst.end(), 0xa5);
+        void *sm = nullptr, *rm = nullptr;
+        if (registered) {
+          ASSERT_TRUE(t->regMr(p.s, src.data() + so, size, &sm).isOk());
+          ASSERT_TRUE(t->regMr(p.r, dst.data() + ro, size + 9, &rm).isOk());
+        }
+        Request *rq = nullptr, *sq = nullptr;
+        ASSERT_TRUE(t->irecv(p.r, dst.data() + ro, size + 9, 4, rm, &rq).isOk());
+        ASSERT_TRUE(t->isend(p.s, src.data() + so, size, 4, sm, &sq).isOk());
+        ASSERT_TRUE(rq && sq);
+        size_t got = 0, sent = 0;
+        Status st = waitDone(t.get(), rq, p.s, p.r, &got);
+        ASSERT_TRUE(st.isOk()) << st.message();
+        st = waitDone(t.get(), sq, p.s, p.r, &sent);
+        ASSERT_TRUE(st.isOk()) << st.message();
+        EXPECT_EQ(got, size);
+        ASSERT_EQ(0, std::memcmp(dst.data() + ro, src.data() + so, size)) << "size " << size << " offset " << so;
+        for (size_t i = 0; i < ro; ++i) ASSERT_EQ(dst[i], 0xa5) << "wrote before the buffer";
+        for (size_t i = ro + size; i < dst.size(); ++i) ASSERT_EQ(dst[i], 0xa5) << "wrote past the message";
+        if (registered) {
+          EXPECT_TRUE(t->deregMr(p.s, sm).isOk());
+          EXPECT_TRUE(t->deregMr(p.r, rm).isOk());
+        }
+      }
+    }
+  }
+}
+
+// The clear-to-send FIFO is the credit: a sender gets no request past 32 messages in flight (and
+// loses nothing), a receiver none past 32 posted receives; completing them frees the credits.
+TEST(IbTransport, CreditExhaustionRefusesThenRecovers) {
+  auto t = make();
+  ASSERT_TRUE(t);
+  Pair p(t.get());
+  ASSERT_TRUE(p.s && p.r);
+  const int kDepth = 32;
+  std::vector<uint64_t> out(2 * kDepth), in(2 * kDepth, 0);
+  for (int i = 0; i < 2 * kDepth; ++i) out[static_cast<size_t>(i)] = 0x1234567800000000ull + static_cast<uint64_t>(i);
+  std::vector<Request*> sq, rq;
+  for (int i = 0; i < kDepth; ++i) {
+    Request* q = nullptr;
+    ASSERT_TRUE(t->isend(p.s, &out[static_cast<size_t>(i)], 8, 1, nullptr, &q).isOk());
+    ASSERT_TRUE(q) << "send " << i << " refused before the FIFO is full";
+    sq.push_back(q);
+  }
+  Request* extra = nullptr;
+  ASSERT_TRUE(t->isend(p.s, &out[kDepth], 8, 1, nullptr, &extra).isOk());
+  EXPECT_EQ(extra, nullptr) << "a 33rd send in flight was accepted";
+  for (int i = 0; i < kDepth; ++i) {
+    Request* q = nullptr;
+    ASSERT_TRUE(t->irecv(p.r, &in[static_cast<size_t>(i)], 8, 1, nullptr, &q).isOk());
+    ASSERT_TRUE(q);
+    rq.push_back(q);
+  }
+  ASSERT_TRUE(t->irecv(p.r, &in[kDepth], 8, 1, nullptr, &extra).isOk());
+  EXPECT_EQ(extra, nullptr) << "a 33rd receive was accepted";
+  for (int i = 0; i < kDepth; ++i) {
+    size_t n = 0;
+    Status st = waitDone(t.get(), rq[static_cast<size_t>(i)], p.s, p.r, &n);
+    ASSERT_TRUE(st.isOk()) << st.message();
+    st = waitDone(t.get(), sq[static_cast<size_t>(i)], p.s, p.r, &n);
+    ASSERT_TRUE(st.isOk()) << st.message();
+  }
+  // Credits are back: the second half goes through.
+  for (int i = kDepth; i < 2 * kDepth; ++i) {
+    Request *r = nullptr, *q = nullptr;
+    ASSERT_TRUE(t->irecv(p.r, &in[static_cast<size_t>(i)], 8, 1, nullptr, &r).isOk());
+    ASSERT_TRUE(t->isend(p.s, &out[static_cast<size_t>(i)], 8, 1, nullptr, &q).isOk());
+    ASSERT_TRUE(r && q);
+    size_t n = 0;
+    ASSERT_TRUE(waitDone(t.get(), r, p.s, p.r, &n).isOk());
+    ASSERT_TRUE(waitDone(t.get(), q, p.s, p.r, &n).isOk());
+  }
+  EXPECT_EQ(in, out);
+}
+
+// A receive buffer deregistered after its clear-to-send went out: the write is refused by the
+// receiver's NIC; the sender's error names the buffer's address and rkey, the receiver fails too.
+TEST(IbTransport, WrongRkeyNamesTheBufferAndFailsBothEnds) {
+  auto t = make();
+  ASSERT_TRUE(t);
+  Pair p(t.get());
+  ASSERT_TRUE(p.s && p.r);
+  std::vector<char> a(1000, 'x'), b(4096);
+  void* bm = nullptr;
+  ASSERT_TRUE(t->regMr(p.r, b.data(), b.size(), &bm).isOk());
+  Request *rq = nullptr, *sq = nullptr;
+  ASSERT_TRUE(t->irecv(p.r, b.data(), b.size(), 3, bm, &rq).isOk());
+  ASSERT_TRUE(rq);
+  ASSERT_TRUE(t->deregMr(p.r, bm).isOk());
+  ASSERT_TRUE(t->isend(p.s, a.data(), a.size(), 3, nullptr, &sq).isOk());
+  size_t n = 0;
+  Status ss = waitDone(t.get(), sq, p.s, p.r, &n, 10000);
+  ASSERT_FALSE(ss.isOk());
+  EXPECT_NE(ss.code(), Code::kTimeout) << ss.message();
+  char addr[32];
+  snprintf(addr, sizeof addr, "0x%llx", static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(b.data())));
+  EXPECT_NE(ss.message().find(addr), std::string::npos) << ss.message();
+  EXPECT_NE(ss.message().find("rkey 0x"), std::string::npos) << ss.message();
+  EXPECT_NE(ss.message().find("no longer registered"), std::string::npos) << ss.message();
+  Status rs = waitDone(t.get(), rq, p.s, p.r, &n, 10000);
+  ASSERT_FALSE(rs.isOk());
+  EXPECT_NE(rs.code(), Code::kTimeout) << rs.message();
+}
+
+// Device memory without a GPU: softverbs' dmabuf switch maps a memfd as a dmabuf. Runs in a child
+// (softverbs reads SOFTVERBS_DMABUF at a process's first device open); exit codes say what failed.
+int dmabufChild() {
+  setenv("SOFTVERBS_DMABUF", "1", 1);
+  Status s;
+  auto t = createIbTransport(roce(), &s);
+  if (!t) return 10;
+  Pair p(t.get());
+  if (!p.s || !p.r) return 11;
+  const size_t kBytes = 3 << 20, kOff = 8192;
+  int fd = memfd_create("weft-dmabuf-test", MFD_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, static_cast<off_t>(kBytes + kOff)) != 0) return 12;
+  auto* dev = static_cast<unsigned char*>(mmap(nullptr, kBytes + kOff, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  if (dev == MAP_FAILED) return 13;
+  unsigned char* buf = dev + kOff;  // the "device pointer": the registration's iova
+  void* mh = nullptr;
+  std::string mode;
+  s = t->regMrDevice(p.r, buf, kBytes, fd, kOff, &mh, &mode);
+  if (!s || !mh || mode.rfind("dmabuf", 0) != 0) {
+    fprintf(stderr, "dmabuf registration: %s / mode %s\n", s.message().c_str(), mode.c_str());
+    return 14;
+  }
+  std::vector<unsigned char> src(kBytes);
+  fill(&src, 5);
+  for (size_t size : {size_t{1}, size_t{4097}, kBytes}) {
+    std::memset(buf, 0, kBytes);
+    Request *rq = nullptr, *sq = nullptr;
+    if (!t->irecv(p.r, buf, kBytes, 2, mh, &rq) || !rq) return 15;
+    if (!t->isend(p.s, src.data(), size, 2, nullptr, &sq) || !sq) return 16;
+    size_t n = 0;
+    if (!waitDone(t.get(), rq, p.s, p.r, &n) || n != size) return 17;
+    if (!waitDone(t.get(), sq, p.s, p.r, &n)) return 18;
+    // The flush: a 1-byte RDMA READ of the received buffer on the loopback QP.
+    Request* fq = nullptr;
+    s = t->iflush(p.r, buf, size, mh, &fq);
+    if (!s || !fq) {
+      fprintf(stderr, "iflush: %s\n", s.message().c_str());
+      return 19;
+    }
+    s = waitDone(t.get(), fq, nullptr, p.r, &n);
+    if (!s) {
+      fprintf(stderr, "flush: %s\n", s.message().c_str());
+      return 20;
+    }
+    if (std::memcmp(buf, src.data(), size) != 0) return 21;  // seen through the application's own mapping
+  }
+  // Several flushes in flight, then the slots are free again.
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Request*> fq(8);
+    for (auto& q : fq)
+      if (!t->iflush(p.r, buf, 64, mh, &q) || !q) return 22;
+    for (auto& q : fq) {
+      size_t n = 0;
+      if (!waitDone(t.get(), q, nullptr, p.r, &n)) return 23;
+    }
+  }
+  // Host memory needs no flush; no fd means no dmabuf.
+  void* hm = nullptr;
+  std::vector<char> host(4096);
+  if (!t->regMr(p.r, host.data(), host.size(), &hm)) return 24;
+  Request* none = reinterpret_cast<Request*>(1);
+  if (!t->iflush(p.r, host.data(), host.size(), hm, &none) || none) return 25;
+  void* nh = reinterpret_cast<void*>(1);
+  if (!t->regMrDevice(p.r, buf, kBytes, -1, 0, &nh, &mode) || nh || mode.find("no dmabuf fd") == std::string::npos) {
+    fprintf(stderr, "no-fd mode: %s\n", mode.c_str());
+    return 26;
+  }
+  (void)t->deregMr(p.r, hm);
+  if (!t->deregMr(p.r, mh)) return 27;
+  munmap(dev, kBytes + kOff);
+  close(fd);
+  return 0;
+}
+
+TEST(IbTransport, DmabufRegistrationReceiveAndFlushOverSoftverbs) {
+  pid_t pid = fork();
+  if (pid == 0) _exit(dmabufChild());
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "dmabufChild failed at step " << WEXITSTATUS(st);
+}
+
+// Without dmabuf support (softverbs' default, like a provider without it) and without the peer-memory
+// module, device memory is refused with both reasons and goes through host staging; with the module
+// (a sysfs root that has it) the device pointer is registered as peer memory.
+TEST(IbTransport, DeviceMemoryFallsBackFromDmabufToPeerMemoryToStaging) {
+  auto t = make();
+  ASSERT_TRUE(t);
+  int fd = memfd_create("weft-nodmabuf", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 65536), 0);
+  std::vector<char> mem(65536);
+  void* mh = reinterpret_cast<void*>(1);
+  std::string mode;
+  ASSERT_TRUE(t->regMrDevice(nullptr, mem.data(), mem.size(), fd, 0, &mh, &mode).isOk());
+  EXPECT_EQ(mh, nullptr);
+  EXPECT_EQ(mode.rfind("host staging", 0), 0u) << mode;
+  EXPECT_NE(mode.find("dmabuf refused"), std::string::npos) << mode;
+  EXPECT_NE(mode.find("nvidia_peermem"), std::string::npos) << mode;
+
+  std::string root = ::testing::TempDir() + "/ib-peermem-sysfs";
+  ASSERT_EQ(0, system(("mkdir -p " + root + "/module/nvidia_peermem && echo 1.0 > " + root + "/module/nvidia_peermem/version").c_str()));
+  std::string old = getenv("WEFT_SYSFS_ROOT") ? getenv("WEFT_SYSFS_ROOT") : "";
+  setenv("WEFT_SYSFS_ROOT", root.c_str(), 1);
+  auto t2 = make();
+  setenv("WEFT_SYSFS_ROOT", old.c_str(), 1);
+  ASSERT_TRUE(t2);
+  ASSERT_TRUE(t2->regMrDevice(nullptr, mem.data(), mem.size(), fd, 0, &mh, &mode).isOk());
+  ASSERT_NE(mh, nullptr) << mode;
+  EXPECT_EQ(mode.rfind("peer memory", 0), 0u) << mode;
+  EXPECT_NE(mode.find("dmabuf refused"), std::string::npos) << mode;
+  EXPECT_TRUE(t2->deregMr(nullptr, mh).isOk());
+  close(fd);
 }
 
 // Not run by default (ctest): one-process numbers for the report, ib over softverbs beside socket.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -116,10 +117,83 @@ MatrixOptions defaultMatrix(int nranks) {
 
 class AllReduceMatrix : public ::testing::TestWithParam<int> {};
 
-TEST_P(AllReduceMatrix, EveryTypeOpSizeBothAlgorithms) {
+TEST_P(AllReduceMatrix, EveryTypeOpSizeRingAndTree) {
   setenv("WEFT_SOCKET_IFNAME", "lo", 1);
   runMatrix(GetParam(), {"ring", "tree"}, defaultMatrix(GetParam()));
 }
+
+// The direct (intra-node) algorithms: every type and op at the small sizes, large counts for two
+// types (a 4-byte and a 2-byte one widened through fp32).
+TEST_P(AllReduceMatrix, EveryTypeOpSizeOneShotAndTwoShot) {
+  setenv("WEFT_SOCKET_IFNAME", "lo", 1);
+  MatrixOptions mo = defaultMatrix(GetParam());
+  mo.largeTypes = {weftFloat32, weftBfloat16};
+  runMatrix(GetParam(), {"oneshot", "twoshot"}, mo);
+}
+
+// Inexact sums (random floats of mixed magnitude, where the order of additions changes the bits):
+// one-shot and two-shot reduce in rank order 0..n-1, so every rank's result equals, bit for bit,
+// ((x0 + x1) + x2) + ... computed here from every rank's input; and every rank has the same bits.
+uint32_t lcg(uint32_t& s) { return s = s * 1664525u + 1013904223u; }
+template <typename T>
+void randomInput(int rank, T* v, size_t n) {
+  uint32_t s = 12345u + 7919u * static_cast<uint32_t>(rank);
+  for (size_t i = 0; i < n; ++i) {
+    double mant = static_cast<double>(lcg(s) >> 8) / 16777216.0 - 0.5;
+    int exp = static_cast<int>(lcg(s) >> 27) - 16;  // 2^-16 .. 2^15
+    v[i] = static_cast<T>(std::ldexp(mant, exp));
+  }
+}
+template <typename T>
+std::string rankOrderCase(weftComm_t comm, int rank, int nranks, weftDataType_t t, size_t count, bool inPlace) {
+  std::vector<T> in(count + 1), out(count + 1), want(count, T(0)), x(count);
+  randomInput(rank, in.data() + 1, count);  // offset by one element
+  for (int r = 0; r < nranks; ++r) {
+    randomInput(r, x.data(), count);
+    for (size_t i = 0; i < count; ++i) want[i] = r == 0 ? x[i] : static_cast<T>(want[i] + x[i]);
+  }
+  T* send = in.data() + 1;
+  T* recv = inPlace ? send : out.data() + 1;
+  if (weftAllReduce(send, recv, count, t, weftSum, comm, nullptr) != weftSuccess)
+    return std::string("weftAllReduce: ") + weftGetLastError(comm);
+  if (std::memcmp(recv, want.data(), count * sizeof(T)) != 0) return "result differs from the rank-order sum";
+  uint64_t h[2] = {fnv(recv, count * sizeof(T)), fnv(recv, count * sizeof(T))}, hmax = 0, hmin = 0;
+  if (weftAllReduce(&h[0], &hmax, 1, weftUint64, weftMax, comm, nullptr) != weftSuccess ||
+      weftAllReduce(&h[1], &hmin, 1, weftUint64, weftMin, comm, nullptr) != weftSuccess)
+    return std::string("hash all-reduce: ") + weftGetLastError(comm);
+  return hmax == hmin ? "" : "outputs differ between ranks";
+}
+
+class DirectAllReduce : public ::testing::TestWithParam<int> {};
+
+TEST_P(DirectAllReduce, RankOrderBitwiseIdenticalOnEveryRank) {
+  setenv("WEFT_SOCKET_IFNAME", "lo", 1);
+  const char* algos[] = {"oneshot", "twoshot"};
+  RunOptions o;
+  o.nranks = GetParam();
+  o.nids = 2;
+  auto reports = runRanks(o, [&](const RankContext& ctx) {
+    for (int a = 0; a < 2; ++a) {
+      setenv("WEFT_ALGO", algos[a], 1);
+      weftComm_t comm;
+      if (weftCommInitRank(&comm, ctx.nranks, ctx.ids[static_cast<size_t>(a)], ctx.rank) != weftSuccess) return 10;
+      for (size_t count : {size_t{1}, size_t{1001}, size_t{300007}})
+        for (bool inPlace : {false, true}) {
+          std::string e = rankOrderCase<float>(comm, ctx.rank, ctx.nranks, weftFloat32, count, inPlace);
+          if (e.empty()) e = rankOrderCase<double>(comm, ctx.rank, ctx.nranks, weftFloat64, count, inPlace);
+          if (!e.empty()) {
+            ctx.say(std::string(algos[a]) + " count " + std::to_string(count) + (inPlace ? " in place: " : ": ") + e);
+            return 1;
+          }
+        }
+      weftCommDestroy(comm);
+    }
+    return 0;
+  });
+  for (auto& r : reports) EXPECT_EQ(r.exitCode, 0) << describe(reports);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, DirectAllReduce, ::testing::Values(2, 3, 4));
 
 INSTANTIATE_TEST_SUITE_P(Ranks, AllReduceMatrix, ::testing::Values(2, 3, 4));
 
@@ -132,7 +206,7 @@ TEST(AllReduceSmallBuffers, TunerChoiceManyChunks) {
   mo.sizes = {1, 4099, 70001};
   mo.largeTypes = {weftFloat32};
   mo.largeCount = 300007;
-  runMatrix(3, {"", "ring", "tree"}, mo, "16384");
+  runMatrix(3, {"", "ring", "tree", "oneshot", "twoshot"}, mo, "16384");
   unsetenv("WEFT_NSLOTS");
 }
 
@@ -147,7 +221,7 @@ TEST_P(FullAllReduceMatrix, EveryTypeLargeAroundChunkBoundaries) {
   mo.sizes = {0, 1, 2, 3, 7, 255, 256, 257, 4093, 8191, 8192, 8193, 65537};
   mo.allTypesLarge = true;
   mo.largeCount = (1u << 20) + 13;
-  runMatrix(GetParam(), {"", "ring", "tree"}, mo, "65536", 1800);
+  runMatrix(GetParam(), {"", "ring", "tree", "oneshot", "twoshot"}, mo, "65536", 1800);
   unsetenv("WEFT_NSLOTS");
 }
 

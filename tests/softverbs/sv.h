@@ -119,6 +119,7 @@ struct Cq {
   std::atomic<int> waiters{0};
   std::atomic<uint32_t> emptyPolls{0};  // consecutive empty polls
   bool armed = false, solicitedOnly = false;
+  std::atomic<bool> armedHint{false};  // `armed`, readable without mu (the poll fast path)
   std::atomic<bool> overrun{false};
   int qpRefs = 0;
 };
@@ -205,6 +206,8 @@ uint64_t randU64Locked();
 void engineAcquire();  // first context: start the progress thread
 void engineRelease();  // last context closed: stop it
 void engineKick();     // wake the progress thread (caller may hold mu)
+void notePoll(bool arming);  // an application thread polled a CQ / armed one (caller holds no lock or mu)
+bool enginePump();     // an application thread handles waiting messages if mu is free
 void requesterPoke(Qp* qp);  // caller holds mu: transmit what is due now, wake the thread if needed
 
 // QPN registry shared by all processes of this uid.

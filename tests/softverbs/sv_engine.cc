@@ -174,11 +174,34 @@ struct Engine {
   // When the sleeping progress thread wakes up by itself (INT64_MAX: never; 0: it is awake and
   // will rescan every QP before sleeping again). Read and written under G().mu.
   int64_t sleepUntil = 0;
+  std::atomic<bool> socketsLeftToPoller{false};  // the progress thread sleeps without watching the sockets
 };
+
+// When an application thread last polled a CQ (0: it armed a CQ and is about to sleep). While one
+// polls, it handles incoming messages itself (enginePump) and the progress thread leaves the
+// sockets alone: each message then costs no wake-up of the progress thread.
+std::atomic<int64_t> gLastPollNs{0};
+constexpr int64_t kPollerNs = 200000;
+bool pollerHandoff() {
+  static bool on = !getenv("SOFTVERBS_POLLER_PUMP") || atoi(getenv("SOFTVERBS_POLLER_PUMP")) != 0;
+  return on;
+}
 
 Engine& E() {
   static Engine* e = new Engine();
   return *e;
+}
+
+// This process's pid, cached (getpid is a system call, and the data path asks several times per
+// message); a forked child clears it (forkChild).
+std::atomic<pid_t> gPid{0};
+pid_t selfPid() {
+  pid_t p = gPid.load(std::memory_order_relaxed);
+  if (!p) {
+    p = getpid();
+    gPid.store(p, std::memory_order_relaxed);
+  }
+  return p;
 }
 
 void sockName(pid_t pid, sockaddr_un* a, socklen_t* len) {
@@ -201,7 +224,7 @@ void closeConn(Conn* c) {
 // Send one message to the process that owns `pid`'s endpoint. false: the peer is unreachable.
 bool sendTo(pid_t pid, std::string msg) {
   Engine& e = E();
-  if (pid == getpid()) {
+  if (pid == selfPid()) {
     e.selfInbox.push_back(std::move(msg));
     return true;
   }
@@ -274,7 +297,7 @@ bool moveBytes(pid_t pid, const std::vector<Seg>& local, const std::vector<WireI
   // Even within this process the copy goes through the kernel: memory the application unmapped
   // before the WR completed gives an error completion instead of a crash in the progress thread.
   static bool selfSyscallOk = true;
-  bool self = pid == getpid();
+  bool self = pid == selfPid();
   while (li < local.size() && ri < remote.size()) {
     uint64_t n = std::min(local[li].len - lo, remote[ri].len - ro);
     if (n) {
@@ -446,7 +469,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
   h.srcQpn = qp->ibqp.qp_num;
   h.psn = w.psn;
   h.epoch = qp->epoch;
-  h.srcPid = int32_t(getpid());
+  h.srcPid = int32_t(selfPid());
   h.imm = w.imm;
   h.rkey = w.rkey;
   h.raddr = w.raddr;
@@ -474,7 +497,7 @@ void transmit(Qp* qp, SendWqe& w, int64_t now) {
 void onTimeout(Qp* qp, SendWqe& w, int64_t now) {
   pid_t pid = qp->peerPid;
   bool alive = pidAlive(pid) && registryLookup(qp->destQpn) == pid && E().byPid.count(pid);
-  if (pid == getpid()) alive = registryLookup(qp->destQpn) == pid;
+  if (pid == selfPid()) alive = registryLookup(qp->destQpn) == pid;
   if (!w.lost && alive) {  // the peer is slow, not gone: keep waiting
     w.deadline = now + ackTimeoutNs(qp->timeout);
     return;
@@ -583,7 +606,7 @@ void reply(const MsgHdr& req, RespStatus status, int rnrTimer = 0) {
   r.srcQpn = req.dstQpn;
   r.psn = req.psn;
   r.epoch = req.epoch;
-  r.srcPid = int32_t(getpid());
+  r.srcPid = int32_t(selfPid());
   sendTo(req.srcPid, encode(r, nullptr, 0));
 }
 
@@ -611,7 +634,7 @@ Mr* remoteMr(Qp* qp, uint32_t rkey, uint64_t addr, uint64_t len, int right) {
 // A responder-side error moves the QP to ERR. On a QP connected to itself the requester half
 // must first see the NAK (it does once the response is handled), so only the event is raised.
 void responderError(Qp* qp, const MsgHdr& h, int asyncEvent) {
-  if (h.srcPid == getpid() && h.srcQpn == h.dstQpn) {
+  if (h.srcPid == selfPid() && h.srcQpn == h.dstQpn) {
     if (asyncEvent >= 0) {
       ibv_async_event ev;
       memset(&ev, 0, sizeof ev);
@@ -788,8 +811,16 @@ void* engineMain(void*) {
     pconns.clear();
     pfds.push_back({e.evfd, POLLIN, 0});
     pfds.push_back({e.lfd, POLLIN, 0});
+    // An application thread that polled a CQ within kPollerNs handles incoming messages itself;
+    // look again when that window closes (or when it arms a CQ, which kicks us).
+    int64_t lastPoll = gLastPollNs.load(std::memory_order_relaxed);
+    bool leave = pollerHandoff() && lastPoll && now - lastPoll < kPollerNs;
+    e.socketsLeftToPoller = leave;
+    if (leave) next = std::min(next, lastPoll + kPollerNs);
     for (Conn* c : e.conns) {
-      pfds.push_back({c->fd, short(POLLIN | (c->outq.empty() ? 0 : POLLOUT)), 0});
+      short ev = short((leave ? 0 : POLLIN) | (c->outq.empty() ? 0 : POLLOUT));
+      if (!ev) continue;
+      pfds.push_back({c->fd, ev, 0});
       pconns.push_back(c);
     }
     e.sleepUntil = next;
@@ -856,6 +887,7 @@ void forkParent() {
 }
 // The child has none of the parent's threads: forget the parent's objects and endpoint.
 void forkChild() {
+  gPid.store(0, std::memory_order_relaxed);
   Engine& e = E();
   Global& g = G();
   for (Conn* c : e.conns) {
@@ -897,10 +929,10 @@ void engineAcquire() {
   e.lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   sockaddr_un a;
   socklen_t alen;
-  sockName(getpid(), &a, &alen);
+  sockName(selfPid(), &a, &alen);
   if (e.lfd < 0 || bind(e.lfd, reinterpret_cast<sockaddr*>(&a), alen) != 0 ||
       listen(e.lfd, 512) != 0)
-    fprintf(stderr, "softverbs: cannot open the endpoint of pid %d: %s\n", int(getpid()),
+    fprintf(stderr, "softverbs: cannot open the endpoint of pid %d: %s\n", int(selfPid()),
             strerror(errno));
   e.running = true;
   // The progress thread must not take signals meant for the application.
@@ -932,6 +964,52 @@ void engineRelease() {
   if (e.lfd >= 0) close(e.lfd);
   if (e.evfd >= 0) close(e.evfd);
   e.lfd = e.evfd = -1;
+}
+
+void notePoll(bool arming) {
+  if (!pollerHandoff()) return;
+  if (!arming) {
+    gLastPollNs.store(nowNs(), std::memory_order_relaxed);
+    return;
+  }
+  // About to sleep on a completion channel: the progress thread must watch the sockets again.
+  gLastPollNs.store(0, std::memory_order_relaxed);
+  if (E().socketsLeftToPoller) engineKick();
+}
+
+bool enginePump() {
+  // An application thread polling an empty CQ handles the messages already waiting on this
+  // process's sockets itself when the lock is free, instead of waiting for the progress thread to
+  // be woken and scheduled.
+  Engine& e = E();
+  Global& g = G();
+  if (!pollerHandoff()) return false;
+  std::unique_lock<std::mutex> lk(g.mu, std::try_to_lock);
+  if (!lk.owns_lock() || !e.running) return false;
+  static std::string buf(1 << 16, '\0');  // used under mu only
+  bool any = false;
+  for (int k = 0; !e.selfInbox.empty() && k < 1024; ++k) {
+    std::string m = std::move(e.selfInbox.front());
+    e.selfInbox.pop_front();
+    handleMsg(m);
+    any = true;
+  }
+  for (size_t i = 0; i < e.conns.size(); ++i) {
+    Conn* c = e.conns[i];
+    if (c->fd < 0) continue;
+    for (int k = 0; k < 64; ++k) {
+      ssize_t n = recv(c->fd, &buf[0], buf.size(), MSG_DONTWAIT);
+      if (n <= 0) break;  // closed connections are the progress thread's
+      handleMsg(std::string(buf.data(), size_t(n)));
+      any = true;
+    }
+  }
+  if (any) {  // answers may let queued WRs go (READ limits, RNR waits end)
+    int64_t now = nowNs(), next = INT64_MAX;
+    for (auto& kv : g.qps) next = std::min(next, processRequester(kv.second, now));
+    if (!e.selfInbox.empty() || next < e.sleepUntil) engineKick();
+  }
+  return any;
 }
 
 void requesterPoke(Qp* qp) {
@@ -976,9 +1054,11 @@ void cqPush(Cq* cq, const Cqe& e) {
   if (cq->waiters.load(std::memory_order_acquire) > 0)
     syscall(SYS_futex, reinterpret_cast<uint32_t*>(&cq->pushes), FUTEX_WAKE_PRIVATE, INT32_MAX,
             nullptr, nullptr, 0);
+
   if (cq->armed && cq->ch &&
       (!cq->solicitedOnly || e.solicited || e.wc.status != IBV_WC_SUCCESS)) {
     cq->armed = false;
+    cq->armedHint.store(false, std::memory_order_relaxed);
     cq->ch->events.push_back(cq);
     uint64_t one = 1;
     ssize_t r = write(cq->ch->ibch.fd, &one, sizeof one);

@@ -339,20 +339,34 @@ SV_EXPORT void ibv_ack_cq_events(ibv_cq* cq, unsigned int nevents) {
 extern "C" int sv_req_notify_cq(ibv_cq* ibcq, int solicitedOnly) {
   Cq* cq = cqOf(ibcq);
   if (!cq->ch) return EINVAL;
-  std::lock_guard<std::mutex> lk(G().mu);
-  cq->armed = true;
-  cq->solicitedOnly = solicitedOnly != 0;
+  {
+    std::lock_guard<std::mutex> lk(G().mu);
+    cq->armed = true;
+    cq->armedHint.store(true, std::memory_order_relaxed);
+    cq->solicitedOnly = solicitedOnly != 0;
+  }
+  notePoll(true);
   return 0;
 }
 
 extern "C" int sv_poll_cq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   Cq* cq = cqOf(ibcq);
+  // The look an application takes after arming a CQ, before it sleeps, is not active polling.
+  if (!cq->armedHint.load(std::memory_order_relaxed)) notePoll(false);
+  // Every 4th empty poll looks at the sockets (each look is a system call per connection).
+  if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun &&
+      cq->emptyPolls.load(std::memory_order_relaxed) % 4 == 0)
+    enginePump();
   if (cq->avail.load(std::memory_order_acquire) == 0 && !cq->overrun) {
-    // An empty CQ polled in a loop: give the CPU to the progress threads (ours and the peer's),
-    // which on a small machine would otherwise wait for the poller's time slice to end. After a
-    // run of empty polls, wait up to 20 us for a completion (woken at once when one arrives).
-    if (cq->emptyPolls.fetch_add(1, std::memory_order_relaxed) < 32) {
-      sched_yield();
+    // An empty CQ polled in a loop: give the CPU to the progress threads now and then (ours and
+    // the peer's), which on a small machine would otherwise wait for the poller's time slice to
+    // end. After a run of empty polls, wait up to 20 us for a completion (woken at once when one
+    // arrives).
+    // Every 8th empty poll yields: the poller handles incoming messages itself (enginePump), so
+    // yielding on every poll mostly handed the CPU to unrelated processes on a loaded machine.
+    uint32_t empties = cq->emptyPolls.fetch_add(1, std::memory_order_relaxed);
+    if (empties < 32) {
+      if (empties % 8 == 7) sched_yield();
       return 0;
     }
     uint32_t seen = cq->pushes.load(std::memory_order_acquire);

@@ -26,17 +26,63 @@ struct Val {
 struct Sim {
   int n = 0;
   size_t chunk = 1;
-  size_t slots = 0;  // messages a (sender, receiver, channel) FIFO holds; 0: unbounded
   std::vector<Schedule> sched;
   size_t inCount = 0, outCount = 0;
   std::vector<std::vector<Val>> output;
   std::map<std::pair<int, long long>, int> finalized;  // (rank, out index)
 
+  // Messages a (sender, receiver, channel) FIFO holds; a send into a full one waits. The engine holds
+  // at least 2 * WEFT_NSLOTS >= 4 (staging and receive slots); 2 is stricter.
+  size_t capacity = 2;
+
   bool run(std::string* err) {
     std::map<std::tuple<int, int, int>, std::deque<std::vector<Val>>> q;
-    struct Pos { size_t phase = 0, round = 0, step = 0; };
+    struct Pos { size_t phase = 0, round = 0, step = 0; std::vector<size_t> stream; };
     std::vector<Pos> pos(static_cast<size_t>(n));
     output.assign(static_cast<size_t>(n), std::vector<Val>(outCount));
+    // One primitive of rank r on [off, off+len) if its inputs are there and its outputs have room.
+    auto tryStep = [&](int r, const Step& st, size_t off, size_t len, bool* ran) -> bool {
+      *ran = false;
+      for (int k = 0; k < st.nrecv; ++k)
+        if (q[{st.recvPeers[k], r, st.channel}].empty()) return true;
+      for (int k = 0; k < st.nsend; ++k)
+        if (q[{r, st.sendPeers[k], st.channel}].size() >= capacity) return true;
+      std::vector<Val> acc(len);
+      if (st.useInput && st.inputIsOutput) {
+        for (size_t i = 0; i < len; ++i) {
+          if (st.outOffset + off + i >= outCount) { *err = "output read out of range"; return false; }
+          acc[i] = output[static_cast<size_t>(r)][st.outOffset + off + i];
+          if (acc[i].ranks == 0) { *err = "rank " + std::to_string(r) + " sends a result it has not computed"; return false; }
+        }
+      } else if (st.useInput) {
+        for (size_t i = 0; i < len; ++i) {
+          if (st.inOffset + off + i >= inCount) { *err = "input read out of range"; return false; }
+          acc[i] = Val{uint64_t{1} << r, static_cast<long long>(st.inOffset + off + i)};
+        }
+      }
+      for (int k = 0; k < st.nrecv; ++k) {
+        auto& qq = q[{st.recvPeers[k], r, st.channel}];
+        auto msg = qq.front();
+        qq.pop_front();
+        if (msg.size() != len) { *err = "chunk size mismatch"; return false; }
+        for (size_t i = 0; i < len; ++i) {
+          if (acc[i].ranks == 0) { acc[i] = msg[i]; continue; }
+          if (acc[i].ranks & msg[i].ranks) { *err = "a contribution arrived twice at rank " + std::to_string(r); return false; }
+          if (acc[i].idx != msg[i].idx) { *err = "elements of different indices reduced together"; return false; }
+          acc[i].ranks |= msg[i].ranks;
+        }
+      }
+      if (st.writeOutput) {
+        for (size_t i = 0; i < len; ++i) {
+          if (st.outOffset + off + i >= outCount) { *err = "output write out of range"; return false; }
+          output[static_cast<size_t>(r)][st.outOffset + off + i] = acc[i];
+          if (st.finalize) ++finalized[{r, static_cast<long long>(st.outOffset + off + i)}];
+        }
+      }
+      for (int k = 0; k < st.nsend; ++k) q[{r, st.sendPeers[k], st.channel}].push_back(acc);
+      *ran = true;
+      return true;
+    };
     for (int guard = 0; guard < 10000000; ++guard) {
       bool any = false, alldone = true;
       for (int r = 0; r < n; ++r) {
@@ -45,6 +91,24 @@ struct Sim {
         for (;;) {
           if (p.phase >= s.phases.size()) break;
           const Phase& ph = s.phases[p.phase];
+          if (ph.concurrent) {  // every step its own stream
+            p.stream.resize(ph.steps.size());
+            bool finished = true;
+            for (size_t k = 0; k < ph.steps.size(); ++k) {
+              const Step& st = ph.steps[k];
+              for (bool ran = true; ran && p.stream[k] * chunk < st.count;) {
+                size_t off = p.stream[k] * chunk;
+                if (!tryStep(r, st, off, std::min(chunk, st.count - off), &ran)) return false;
+                if (ran) { ++p.stream[k]; any = true; }
+              }
+              finished &= p.stream[k] * chunk >= st.count;
+            }
+            if (!finished) break;
+            ++p.phase;
+            p.round = p.step = 0;
+            p.stream.clear();
+            continue;
+          }
           size_t rounds = 0;
           for (auto& st : ph.steps) rounds = std::max(rounds, (st.count + chunk - 1) / chunk);
           if (p.round >= rounds) { ++p.phase; p.round = p.step = 0; continue; }
@@ -52,45 +116,9 @@ struct Sim {
           const Step& st = ph.steps[p.step];
           size_t off = p.round * chunk;
           if (off >= st.count) { ++p.step; continue; }
-          size_t len = std::min(chunk, st.count - off);
-          bool ready = true;
-          for (int k = 0; k < st.nrecv; ++k) ready &= !q[{st.recvPeers[k], r, st.channel}].empty();
-          // The engine acquires a free slot at every receiver before it runs a step.
-          for (int k = 0; k < st.nsend && slots; ++k) ready &= q[{r, st.sendPeers[k], st.channel}].size() < slots;
-          if (!ready) break;
-          std::vector<Val> acc(len);
-          if (st.useInput && st.inputIsOutput) {
-            for (size_t i = 0; i < len; ++i) {
-              if (st.outOffset + off + i >= outCount) { *err = "output read out of range"; return false; }
-              acc[i] = output[static_cast<size_t>(r)][st.outOffset + off + i];
-              if (acc[i].ranks == 0) { *err = "rank " + std::to_string(r) + " sends a result it has not computed"; return false; }
-            }
-          } else if (st.useInput) {
-            for (size_t i = 0; i < len; ++i) {
-              if (st.inOffset + off + i >= inCount) { *err = "input read out of range"; return false; }
-              acc[i] = Val{uint64_t{1} << r, static_cast<long long>(st.inOffset + off + i)};
-            }
-          }
-          for (int k = 0; k < st.nrecv; ++k) {
-            auto& qq = q[{st.recvPeers[k], r, st.channel}];
-            auto msg = qq.front();
-            qq.pop_front();
-            if (msg.size() != len) { *err = "chunk size mismatch"; return false; }
-            for (size_t i = 0; i < len; ++i) {
-              if (acc[i].ranks == 0) { acc[i] = msg[i]; continue; }
-              if (acc[i].ranks & msg[i].ranks) { *err = "a contribution arrived twice at rank " + std::to_string(r); return false; }
-              if (acc[i].idx != msg[i].idx) { *err = "elements of different indices reduced together"; return false; }
-              acc[i].ranks |= msg[i].ranks;
-            }
-          }
-          if (st.writeOutput) {
-            for (size_t i = 0; i < len; ++i) {
-              if (st.outOffset + off + i >= outCount) { *err = "output write out of range"; return false; }
-              output[static_cast<size_t>(r)][st.outOffset + off + i] = acc[i];
-              if (st.finalize) ++finalized[{r, static_cast<long long>(st.outOffset + off + i)}];
-            }
-          }
-          for (int k = 0; k < st.nsend; ++k) q[{r, st.sendPeers[k], st.channel}].push_back(acc);
+          bool ran = false;
+          if (!tryStep(r, st, off, std::min(chunk, st.count - off), &ran)) return false;
+          if (!ran) break;
           ++p.step;
           any = true;
         }
@@ -116,11 +144,11 @@ using Build = std::function<Schedule(int rank)>;
 using Expect = std::function<Val(int rank, size_t outIndex)>;
 
 void simulate(const char* what, int n, size_t chunk, size_t inCount, size_t outCount, const Build& build,
-              const Expect& expect, bool reduction, int onlyRank = -1, size_t slots = 0) {
+              const Expect& expect, bool reduction, int onlyRank = -1, size_t slots = 2) {
   Sim sim;
   sim.n = n;
   sim.chunk = chunk;
-  sim.slots = slots;
+  sim.capacity = slots;
   sim.inCount = inCount;
   sim.outCount = outCount;
   for (int r = 0; r < n; ++r) sim.sched.push_back(build(r));
@@ -133,7 +161,9 @@ void simulate(const char* what, int n, size_t chunk, size_t inCount, size_t outC
       ASSERT_TRUE(got == want) << what << " n=" << n << " chunk=" << chunk << " rank " << r << " out[" << i
                                << "]: ranks " << got.ranks << " idx " << got.idx << ", want ranks " << want.ranks
                                << " idx " << want.idx;
-      if (reduction) ASSERT_EQ((sim.finalized[{r, static_cast<long long>(i)}]), 1) << what << " finalize once";
+      if (reduction) {
+        ASSERT_EQ((sim.finalized[{r, static_cast<long long>(i)}]), 1) << what << " finalize once";
+      }
     }
   }
 }
@@ -148,12 +178,37 @@ TEST(Schedule, RingAndTreeAllReduce) {
         auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
         simulate("ring all-reduce", n, chunk, count, count, [&](int r) { return ringAllReduce(ring, r, count); }, want, false);
         simulate("tree all-reduce", n, chunk, count, count, [&](int r) { return treeAllReduce(ring, r, count); }, want, false);
-        // Two slots: the fewest the engine allows (WEFT_NSLOTS >= 2; a ring needs two).
-        simulate("ring all-reduce, 2 slots", n, chunk, count, count, [&](int r) { return ringAllReduce(ring, r, count); },
-                 want, false, -1, 2);
-        simulate("tree all-reduce, 2 slots", n, chunk, count, count, [&](int r) { return treeAllReduce(ring, r, count); },
-                 want, false, -1, 2);
       }
+}
+
+TEST(Schedule, OneShotAndTwoShotAllReduce) {
+  for (int n = 1; n <= kMaxStepPeers + 1; ++n)
+    for (size_t count : {size_t{1}, size_t{2}, size_t{7}, size_t{1001}})
+      for (size_t chunk : kChunks) {
+        auto want = [&](int, size_t i) { return Val{all(n), static_cast<long long>(i)}; };
+        simulate("one-shot all-reduce", n, chunk, count, count, [&](int r) { return oneShotAllReduce(n, r, count); }, want, true);
+        simulate("two-shot all-reduce", n, chunk, count, count, [&](int r) { return twoShotAllReduce(n, r, count); }, want, false);
+      }
+}
+
+// Every reduction of the direct all-reduces folds its operands in rank order 0..n-1 (received
+// messages ascending, the local input at its own rank's position), which is what makes one-shot's
+// n independent reductions bitwise identical.
+TEST(Schedule, DirectAllReducesReduceInRankOrder) {
+  for (int n = 2; n <= kMaxStepPeers + 1; ++n)
+    for (int r = 0; r < n; ++r)
+      for (const Schedule& s : {oneShotAllReduce(n, r, 1000), twoShotAllReduce(n, r, 1000)})
+        for (const Phase& ph : s.phases)
+          for (const Step& st : ph.steps) {
+            if (st.nrecv < 2 && !(st.nrecv == 1 && st.useInput)) continue;  // not a reduction
+            std::vector<int> order;
+            for (int k = 0; k <= st.nrecv; ++k) {
+              if (st.useInput && k == st.inputPos) order.push_back(r);
+              if (k < st.nrecv) order.push_back(st.recvPeers[k]);
+            }
+            ASSERT_EQ(order.size(), static_cast<size_t>(n)) << "n=" << n << " rank " << r;
+            for (int k = 0; k < n; ++k) ASSERT_EQ(order[static_cast<size_t>(k)], k) << "n=" << n << " rank " << r;
+          }
 }
 
 // The engine's all-reduce over the plan: slice k of the elements on ring / tree channel k, all

@@ -75,6 +75,8 @@ Status loadVerbs(const std::string& path, const VerbsApi** out) {
   lookup(lib, "ibv_modify_qp", v11, &api->modifyQp, &missing);
   lookup(lib, "ibv_destroy_qp", v11, &api->destroyQp, &missing);
   lookup(lib, "ibv_wc_status_str", v11, &api->wcStatusStr, &missing);
+  std::string optional;
+  lookup(lib, "ibv_reg_dmabuf_mr", "IBVERBS_1.12", &api->regDmabufMr, &optional);
   if (!missing.empty()) {
     dlclose(lib);
     return systemError("the verbs library " + path + " lacks " + missing +

@@ -37,6 +37,8 @@ struct VerbsApi {
   int (*modifyQp)(ibv_qp*, ibv_qp_attr*, int) = nullptr;
   int (*destroyQp)(ibv_qp*) = nullptr;
   const char* (*wcStatusStr)(ibv_wc_status) = nullptr;
+  // Optional (rdma-core 34 and later): null when the library lacks it.
+  ibv_mr* (*regDmabufMr)(ibv_pd*, uint64_t, size_t, uint64_t, int, int) = nullptr;
 
   // Port query the way verbs.h does it: the context's extended op, else the compat symbol.
   int queryPort(ibv_context* ctx, uint8_t port, ibv_port_attr* attr) const;

@@ -1,0 +1,25 @@
+// Launchers of the device collective kernels (collectives/device/kernels.cu). Plain C++: no CUDA
+// header needed; streams are cudaStream_t passed as void*. Each returns a cudaError_t value (0 = the
+// launch was queued).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "lib/core/types.h"
+#include "lib/device/protocol.h"
+
+namespace weft::device {
+
+// One-shot all-reduce over the ranks of c (see protocol.h): `nblocks` blocks (every rank passes the
+// same), vec = 16-byte accesses (send and recv 16-byte aligned). bytes > 0.
+int launchOneShot(const DevComm& c, int nblocks, DataType type, RedOp op, const void* send, void* recv,
+                  uint64_t bytes, bool vec, void* stream);
+
+// dst = a OP b elementwise (kAvg: the sum, as the host's reduce()).
+int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count, void* stream);
+
+// An empty kernel (the launch floor in benchmarks).
+int launchEmpty(void* stream);
+
+}  // namespace weft::device

@@ -1,0 +1,16 @@
+# ctest: libweft.so must not need libcuda or libcudart (CUDA runtime static, driver via the runtime's
+# entry-point query). Usage: cmake -DLIB=<libweft.so> -P check_needed.cmake
+execute_process(COMMAND readelf -d ${LIB} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "readelf -d ${LIB} failed (${rc})")
+endif()
+string(REGEX MATCHALL "\\(NEEDED\\)[^\n]*" needed "${out}")
+message(STATUS "libweft NEEDED: ${needed}")
+if(NOT needed)
+  message(FATAL_ERROR "no NEEDED entries found in readelf output: ${out}")
+endif()
+foreach(n ${needed})
+  if(n MATCHES "libcuda|libcudart|libnvidia")
+    message(FATAL_ERROR "libweft.so needs a CUDA library: ${n}")
+  endif()
+endforeach()

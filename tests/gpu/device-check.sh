@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# device-check.sh: the GPU proof of device buffers, in one run of a few minutes.
+#   On a GPU machine: prints the machine (nvidia-smi, driver and CUDA versions, ldd of every binary,
+#   MPS), then runs the bundle's device tests and the benchmark (weft-device-bench).
+#   Without a GPU (CI, developer machines): builds the bundle (a dry run) and prints a SKIP line.
+# The bundle is build-device/bundle (cmake --build build --target device-bundle, or this script);
+# carry it to the GPU machine. WEFT_BUNDLE_DIR overrides its place; DEVICE_CHECK_NO_BUILD=1 skips
+# building it.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bundle=${WEFT_BUNDLE_DIR:-$root/build-device/bundle}
+
+build_bundle() {
+  cmake -S "$root" -B "$root/build-device" -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DWEFT_BUNDLE=ON -DWEFT_BUILD_EXAMPLES=OFF >/dev/null &&
+    cmake --build "$root/build-device" --target weft-device-bundle-files -j"${JOBS:-2}"
+}
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+  if [ "${DEVICE_CHECK_NO_BUILD:-0}" != "1" ]; then
+    build_bundle || { echo "device-check: building the bundle FAILED"; exit 1; }
+  fi
+  echo "SKIP device-check: no NVIDIA GPU or driver on $(hostname): GPU tests and benchmarks NOT run (bundle: $bundle)"
+  exit 0
+fi
+
+# libhwloc in the bundle needs libudev, which the bundle carries too.
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+echo "== machine"
+date -u
+nvidia-smi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+echo "CUDA (driver API) version: $(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p')"
+uname -r
+echo "== binaries ($bundle)"
+for f in "$bundle"/bin/* "$bundle"/lib/*; do
+  echo "-- ldd $f"
+  ldd "$f"
+done
+echo "== MPS"
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+  echo "nvidia-cuda-mps-control present; MPS not started: this run has no multi-process (CUDA IPC) path yet"
+else
+  echo "nvidia-cuda-mps-control absent; MPS not started: this run has no multi-process (CUDA IPC) path yet"
+fi
+
+status=0
+run() {
+  echo "== $*"
+  local t0 t1 rc
+  t0=$(date +%s%N)
+  # (line-buffered, so that a crash still shows how far the program got)
+  timeout "${STEP_TIMEOUT:-240}" stdbuf -oL -eL "$@"
+  rc=$?
+  t1=$(date +%s%N)
+  echo "-- exit $rc after $(( (t1 - t0) / 1000000 )) ms"
+  [ $rc -eq 0 ] || status=1
+}
+run "$bundle/bin/weft-device-kernel-test"
+run "$bundle/bin/weft-device-test"
+run "$bundle/bin/weft-device-bench" -t 2
+echo "== device-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+exit $status
