@@ -791,8 +791,7 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
       algo = chosen.algo;
       // Inference repeats the same all-reduces: their schedules are built once per (algorithm,
       // channels, count).
-      const size_t key = op.count * 64 + static_cast<size_t>(chosen.nchannels);
-      auto& cached = allReduceSchedules_[{static_cast<int>(algo), key}];
+      auto& cached = allReduceSchedules_[{static_cast<int>(algo), chosen.nchannels, op.count}];
       if (!cached) {
         if (allReduceSchedules_.size() > 256) {  // bounded: start over (parts in flight hold their own)
           allReduceSchedules_.clear();

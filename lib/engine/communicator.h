@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -121,7 +122,7 @@ class Communicator {
   std::vector<coll::TreeNeighbors> trees_;  // per tree channel: this rank's parent and children
   plan::CostModel model_;
   uint64_t pureSpinNs_ = 3000;  // busy-wait before yielding; 0 when this host's ranks outnumber its cores
-  std::map<std::pair<int, size_t>, std::shared_ptr<const coll::Schedule>> allReduceSchedules_;  // (algo, count)
+  std::map<std::tuple<int, int, size_t>, std::shared_ptr<const coll::Schedule>> allReduceSchedules_;  // (algo, channels, count)
   uint32_t seq_ = 0;                   // collectives
   std::map<int, uint32_t> sendSeq_;    // point-to-point, per peer
   std::map<int, uint32_t> recvSeq_;
