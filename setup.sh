@@ -12,7 +12,7 @@ if [ "${SKIP_APT:-0}" != "1" ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     build-essential cmake pkg-config binutils iproute2 \
     libhwloc-dev googletest libgtest-dev libgmock-dev libbenchmark-dev \
-    libibverbs-dev ibverbs-utils valgrind openmpi-bin libopenmpi-dev
+    libibverbs-dev ibverbs-utils valgrind openmpi-bin libopenmpi-dev libgloo-dev
 fi
 
 cmake --preset default

@@ -11,7 +11,8 @@
 // launcher (mpirun, srun, torchrun, or WEFT_RANK/WEFT_NRANKS) every process is one rank and joins
 // through weftCommInitFromEnv. Rank 0 prints the table in nccl-tests' layout. `--compare mpi` first
 // times the same operations with Open MPI (bench/mpi/weft_mpi_bench.c under mpirun) and adds its
-// time and the ratio to each row. `weft-bench --help` lists the flags.
+// time and the ratio to each row; `--compare gloo` does the same with Gloo's allreduce over TCP
+// (bench/gloo/weft_gloo_bench.cc, which spawns its own ranks). `weft-bench --help` lists the flags.
 #include <weft/weft.h>
 
 #include "weft_bench_data.h"
@@ -46,6 +47,7 @@ constexpr int kExitWrong = 1;   // wrong results
 constexpr int kExitError = 2;   // usage or weft error
 constexpr int kGraceSeconds = 10;
 constexpr const char* kMpiHelperName = "weft-mpi-bench";
+constexpr const char* kGlooHelperName = "weft-gloo-bench";
 
 // The collectives, with nccl-tests' names.
 enum class Coll { AllReduce, AllGather, ReduceScatter, Broadcast, Reduce, AllToAll, SendRecv };
@@ -121,7 +123,7 @@ struct Options {
   bool ranksGiven = false;
   int root = 0;
   bool rootAll = false;
-  bool compareMpi = false;
+  std::string compare;  // --compare: "" (none), "mpi" or "gloo"
   long timeoutS = 0;
   std::vector<const TypeDesc*> types;
   std::vector<const OpDesc*> ops;
@@ -162,6 +164,9 @@ void usage(FILE* out) {
       "                            --mca btl self,vader, its shared memory, or tcp,self when\n"
       "                            WEFT_TRANSPORTS leaves shm out; needs the weft-mpi-bench helper) and print\n"
       "                            its time and weft/mpi per row (spawned ranks only)\n"
+      "      --compare gloo        the same with Gloo's allreduce over its TCP transport on\n"
+      "                            127.0.0.1 (all_reduce only; no bfloat16/fp8, no avg: \"-\";\n"
+      "                            needs the weft-gloo-bench helper, built when Gloo is found)\n"
       "  -h, --help                this text\n"
       "\n"
       "Exit status: 0 all results correct, 1 wrong results, 2 usage or weft error (or a rank\n"
@@ -297,10 +302,10 @@ Options parseOptions(int argc, char** argv) {
       case 'T': o.timeoutS = intArg("-T/--timeout", optarg, 0, 1 << 30); break;
       case kRanks: o.ranks = intArg("--ranks", optarg, 1, 4096); o.ranksGiven = true; break;
       case kCompare:
-        if (std::strcmp(optarg, "mpi") != 0) {
-          usageError(std::string("--compare: unknown peer '") + optarg + "' (only mpi)");
+        if (std::strcmp(optarg, "mpi") != 0 && std::strcmp(optarg, "gloo") != 0) {
+          usageError(std::string("--compare: unknown peer '") + optarg + "' (mpi or gloo)");
         }
-        o.compareMpi = true;
+        o.compare = optarg;
         break;
       case 'h': usage(stdout); std::exit(0);
       case ':':
@@ -315,6 +320,9 @@ Options parseOptions(int argc, char** argv) {
   }
   if (optind < subArgc) usageError(std::string("unexpected argument '") + subArgv[optind] + "'");
 
+  if (o.compare == "gloo" && o.coll->coll != Coll::AllReduce) {
+    usageError("--compare gloo compares all_reduce only (Gloo's allreduce), not " + o.collective);
+  }
   if (o.stepBytesGiven && !o.stepFactorGiven) o.stepFactor = 1;
   if (o.maxBytes < o.minBytes) usageError("-e/--maxbytes is smaller than -b/--minbytes");
   if (o.stepFactor > 1 && o.minBytes == 0) usageError("-b/--minbytes must be > 0 with -f > 1");
@@ -616,6 +624,7 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   WB_CHECK(weftGetVersion(&version));
   MpiTimes mpi;
   const bool compare = !mpiTimesPath.empty() && mpiTimesPath != "-";
+  const int ratioWidth = compare && o.compare == "gloo" ? 9 : 8;  // fits "weft/<peer>"
   if (compare && print) mpi = readMpiTimes(mpiTimesPath);
   if (print) {
     std::printf("# weft-bench version %d.%d.%d weft-headers=%d weft-library=%d\n", WEFT_MAJOR,
@@ -628,7 +637,12 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     if (o.blocking == 1 || o.blocking == 3) {
       std::printf("#\n# Blocking Enabled: barrier after each iteration (not timed)\n");
     }
-    if (compare) {
+    if (compare && o.compare == "gloo") {
+      std::printf("#\n# --compare gloo: gloo(us) = Gloo's allreduce time per operation (TCP over 127.0.0.1),\n"
+                  "# out-of-place, same sizes, iterations and -a rule, its results checked against the same\n"
+                  "# reference; weft/gloo = weft's out-of-place time / Gloo's (< 1: weft faster)\n");
+      for (const std::string& line : mpi.comments) std::printf("%s\n", line.c_str());
+    } else if (compare) {
       std::printf("#\n# --compare mpi: mpi(us) = Open MPI's time per operation, out-of-place, same sizes,\n"
                   "# iterations and -a rule; weft/mpi = weft's out-of-place time / MPI's (< 1: weft faster)\n");
       for (const std::string& line : mpi.comments) std::printf("%s\n", line.c_str());
@@ -653,11 +667,11 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     }
     std::printf("#\n");
     std::printf("#                                                              out-of-place"
-                "                       in-place%s\n", compare ? "          vs MPI" : "");
+                "                       in-place%s\n", !compare ? "" : o.compare == "gloo" ? "         vs Gloo" : "          vs MPI");
     std::printf("#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s", "size",
                 "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
                 "algbw", "busbw", "#wrong");
-    if (compare) std::printf("  %9s  %8s", "mpi", "weft/mpi");
+    if (compare) std::printf("  %9s  %*s", o.compare.c_str(), ratioWidth, ("weft/" + o.compare).c_str());
     std::printf("\n#%11s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s", "(B)",
                 "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)");
     if (compare) std::printf("  %6s  %9s", "", "(us)");
@@ -779,9 +793,10 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
           const auto it = mpi.usec.find(mpiKey(t.name, v.opName, v.root, k.param));
           double mpiUs = 0;
           if (it == mpi.usec.end() || !(std::istringstream(it->second) >> mpiUs) || mpiUs <= 0) {
-            std::printf("  %9s  %8s", "-", "-");  // MPI has no such type/op (half, avg, ...)
+            std::printf("  %9s  %*s", "-", ratioWidth, "-");  // no such type/op there (half, avg, ...)
           } else {
-            std::printf("  %9s  %8s", fmtNum(mpiUs, 9).c_str(), fmtNum(cells[0].usec / mpiUs, 8).c_str());
+            std::printf("  %9s  %*s", fmtNum(mpiUs, 9).c_str(), ratioWidth,
+                        fmtNum(cells[0].usec / mpiUs, ratioWidth).c_str());
           }
         }
         std::printf("\n");
@@ -877,35 +892,50 @@ std::string findInPath(const char* name) {
   }
 }
 
-// --compare mpi: time the same rows with Open MPI before the weft ranks start (never both at once).
-// The helper's output (lines "R <type> <op> <root> <count> <usec>") goes to a temporary file whose
-// path the workers get; rank 0 reads it. Returns 0, or the exit status to fail with.
-int runMpiHelper(const Options& o, std::string* timesPath) {
-  const std::string helper = exeDir() + "/" + kMpiHelperName;
+// The helper's command line for --compare mpi (mpirun + weft-mpi-bench) or gloo (weft-gloo-bench,
+// which spawns its own ranks), with one spec per (type, op, root): "<type>:<op>:<root>:<count>,...",
+// the counts weft uses. Empty (said on stderr) when the helper or mpirun is missing.
+std::vector<std::string> helperCommand(const Options& o, size_t* fixedArgs) {
+  const bool gloo = o.compare == "gloo";
+  const std::string helper = exeDir() + "/" + (gloo ? kGlooHelperName : kMpiHelperName);
+  if (access(helper.c_str(), X_OK) != 0 && gloo) {
+    std::fprintf(stderr,
+                 "weft-bench: --compare gloo: this weft-bench was built without Gloo: the helper %s "
+                 "is built when CMake finds Gloo (find_package(Gloo); Debian: apt-get install "
+                 "libgloo-dev), then re-run cmake and build weft-bench\n",
+                 helper.c_str());
+    return {};
+  }
   if (access(helper.c_str(), X_OK) != 0) {
     std::fprintf(stderr,
                  "weft-bench: --compare mpi needs the MPI helper %s, which is not built: it is built "
                  "when CMake finds MPI (find_package(MPI COMPONENTS C); Debian: apt-get install "
                  "openmpi-bin libopenmpi-dev), then re-run cmake and build weft-bench\n",
                  helper.c_str());
-    return kExitError;
+    return {};
   }
-  const std::string mpirun = findInPath("mpirun");
-  if (mpirun.empty()) {
-    std::fprintf(stderr, "weft-bench: --compare mpi: no mpirun in PATH (Debian: apt-get install openmpi-bin)\n");
-    return kExitError;
+  std::vector<std::string> args;
+  if (gloo) {
+    args = {helper, o.collective, "--ranks", std::to_string(o.ranks), "-n", std::to_string(o.iters), "-w",
+            std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a", std::to_string(o.average),
+            "-c", std::to_string(o.check), "-T", std::to_string(o.timeoutS)};
+  } else {
+    const std::string mpirun = findInPath("mpirun");
+    if (mpirun.empty()) {
+      std::fprintf(stderr, "weft-bench: --compare mpi: no mpirun in PATH (Debian: apt-get install openmpi-bin)\n");
+      return {};
+    }
+    // Like against like: Open MPI's shared-memory path (vader) while weft's same-host ranks use
+    // shm, its TCP path when WEFT_TRANSPORTS leaves shm out.
+    const char* allowed = std::getenv("WEFT_TRANSPORTS");
+    const bool weftShm = allowed == nullptr || *allowed == '\0' || std::strstr(allowed, "shm") != nullptr;
+    args = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
+            std::to_string(o.ranks), "--mca", "btl", weftShm ? "self,vader" : "tcp,self", "--mca", "pml",
+            "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
+            std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
+            std::to_string(o.average)};
   }
-  // One spec per (type, op, root): "<type>:<op>:<root>:<count>,<count>,...", the counts weft uses.
-  // Like against like: Open MPI's shared-memory path (vader) while weft's same-host ranks use shm,
-  // its TCP path when WEFT_TRANSPORTS leaves shm out.
-  const char* allowed = std::getenv("WEFT_TRANSPORTS");
-  const bool weftShm = allowed == nullptr || *allowed == '\0' || std::strstr(allowed, "shm") != nullptr;
-  std::vector<std::string> args = {mpirun, "--allow-run-as-root", "--oversubscribe", "-np",
-                                   std::to_string(o.ranks), "--mca", "btl", weftShm ? "self,vader" : "tcp,self", "--mca", "pml",
-                                   "ob1", helper, o.collective, "-n", std::to_string(o.iters), "-w",
-                                   std::to_string(o.warmup), "-m", std::to_string(o.aggIters), "-a",
-                                   std::to_string(o.average)};
-  const size_t kFixedArgs = args.size();
+  *fixedArgs = args.size();
   const std::vector<size_t> sizes = sizeList(o);
   for (const Variant& v : variantList(o, o.ranks)) {
     std::string spec = std::string(v.t->name) + ":" + v.opName + ":" + std::to_string(v.root) + ":";
@@ -914,15 +944,26 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
     }
     args.push_back(spec);
   }
+  return args;
+}
+
+// --compare: time the same rows with Open MPI or Gloo before the weft ranks start (never both at
+// once). The helper's output (lines "R <type> <op> <root> <count> <usec>") goes to a temporary
+// file whose path the workers get; rank 0 reads it. Returns 0, or the exit status to fail with.
+int runCompareHelper(const Options& o, std::string* timesPath) {
+  const std::string what = "--compare " + o.compare;
+  size_t kFixedArgs = 0;
+  std::vector<std::string> args = helperCommand(o, &kFixedArgs);
+  if (args.empty()) return kExitError;
 
   const char* tmpdir = std::getenv("TMPDIR");
-  std::string path = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/weft-bench-mpi.XXXXXX";
+  std::string path = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/weft-bench-" + o.compare + ".XXXXXX";
   const int fd = mkstemp(path.data());
   if (fd < 0) {
-    std::fprintf(stderr, "weft-bench: --compare mpi: cannot create %s: %s\n", path.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "weft-bench: %s: cannot create %s: %s\n", what.c_str(), path.c_str(), std::strerror(errno));
     return kExitError;
   }
-  std::string cmdline = "# mpi command:";
+  std::string cmdline = "# " + o.compare + " command:";
   const size_t specs = args.size() - kFixedArgs;
   for (size_t i = 0; i < args.size() && i < kFixedArgs + 2; ++i) {
     cmdline += " " + (args[i].size() > 60 ? args[i].substr(0, 57) + "..." : args[i]);
@@ -940,13 +981,13 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
   if (pid == 0) {
     dup2(fd, 1);
     execv(cargv[0], cargv.data());
-    static const char msg[] = "weft-bench: cannot exec mpirun\n";
+    static const char msg[] = "weft-bench: cannot exec the --compare helper\n";
     (void)!write(2, msg, sizeof(msg) - 1);
     _exit(127);
   }
   close(fd);
   if (pid < 0) {
-    std::fprintf(stderr, "weft-bench: --compare mpi: fork failed: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "weft-bench: %s: fork failed: %s\n", what.c_str(), std::strerror(errno));
     unlink(path.c_str());
     return kExitError;
   }
@@ -962,15 +1003,15 @@ int runMpiHelper(const Options& o, std::string* timesPath) {
       std::this_thread::sleep_for(std::chrono::seconds(2));
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
-      std::fprintf(stderr, "weft-bench: --compare mpi: %s; mpirun stopped\n",
-                   gSignal ? "interrupted" : "timed out (-T)");
+      std::fprintf(stderr, "weft-bench: %s: %s; %s stopped\n", what.c_str(),
+                   gSignal ? "interrupted" : "timed out (-T)", args[0].c_str());
       unlink(path.c_str());
       return kExitError;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    std::fprintf(stderr, "weft-bench: --compare mpi: %s %s; its output:\n", mpirun.c_str(),
+    std::fprintf(stderr, "weft-bench: %s: %s %s; its output:\n", what.c_str(), args[0].c_str(),
                  describeStatus(st).c_str());
     std::ifstream in(path);
     std::string line;
@@ -989,13 +1030,13 @@ int launch(const Options& o, int argc, char** argv) {
     usageError("-r/--root " + std::to_string(o.root) + " is not a rank (--ranks " + std::to_string(o.ranks) + ")");
   }
   std::string mpiTimes = "-";
-  if (o.compareMpi) {
+  if (!o.compare.empty()) {
     struct sigaction sa {};
     sa.sa_handler = onSignal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
-    if (const int rc = runMpiHelper(o, &mpiTimes)) return rc;
+    if (const int rc = runCompareHelper(o, &mpiTimes)) return rc;
   }
   const int rc = launchRanks(o, argc, argv, mpiTimes);
   if (mpiTimes != "-") unlink(mpiTimes.c_str());
@@ -1217,9 +1258,10 @@ int main(int argc, char** argv) {
   const Options o = parseOptions(argc, argv);
   if (!o.ranksGiven) {
     if (const char* var = launcherEnv()) {
-      if (o.compareMpi) {
-        usageError(std::string("--compare mpi starts mpirun itself: run weft-bench without a launcher "
-                               "(found ") + var + "), or give --ranks N to spawn local ranks");
+      if (!o.compare.empty()) {
+        usageError("--compare " + o.compare + (o.compare == "mpi" ? " starts mpirun itself" : " starts its own ranks") +
+                   ": run weft-bench without a launcher "
+                   "(found " + var + "), or give --ranks N to spawn local ranks");
       }
       return runUnderLauncher(o);
     }

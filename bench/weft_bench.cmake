@@ -11,3 +11,5 @@ set_target_properties(weft-bench PROPERTIES
 install(TARGETS weft-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # The MPI helper of `weft-bench --compare mpi` (only when MPI is found).
 include(${CMAKE_CURRENT_LIST_DIR}/mpi/weft_mpi_bench.cmake)
+# The Gloo helper of `weft-bench --compare gloo` (only when Gloo is found).
+include(${CMAKE_CURRENT_LIST_DIR}/gloo/weft_gloo_bench.cmake)

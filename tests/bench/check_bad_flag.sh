@@ -42,7 +42,9 @@ cp "$bench" "$tmp/weft-bench"
 real=$bench
 bench=$tmp/weft-bench
 expect "--compare mpi needs the MPI helper" all_reduce --compare mpi
+expect "--compare gloo: this weft-bench was built without Gloo" all_reduce --compare gloo
 bench=$real
+expect "--compare gloo compares all_reduce only" all_gather --compare gloo
 # Under a launcher, --compare mpi refuses (it starts mpirun itself).
 err=$(WEFT_RANK=0 WEFT_NRANKS=1 "$bench" all_reduce --compare mpi 2>&1 >/dev/null)
 if [ $? -eq 0 ] || ! grep -qF -- "--compare mpi starts mpirun itself" <<< "$err"; then
