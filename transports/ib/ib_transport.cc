@@ -34,6 +34,7 @@ using ib::VerbsApi;
 constexpr uint32_t kHandleMagic = 0x42495457;  // "WTIB"
 constexpr uint32_t kHelloMagic = 0x4c454849;
 constexpr uint32_t kAckMagic = 0x4b434149;
+constexpr uint32_t kByeMagic = 0x45594257;  // "WBYE": a receiver's last word on the side channel
 constexpr uint32_t kVersion = 1;
 constexpr int kMaxQps = 16;
 constexpr uint32_t kFifoDepth = 32;            // requests in flight per connection
@@ -64,6 +65,18 @@ struct CtsEntry {
   uint64_t seq;
 };
 static_assert(sizeof(CtsEntry) == 32);
+
+// What a receiver writes on the side channel when it closes: how many messages (sequence numbers
+// 0..delivered-1) had fully arrived. RC acknowledges a write after the responder placed its data,
+// so the sender's completion of a message the receiver already consumed can still be on its way when
+// the receiver closes (or, if the responder's ACK had not left yet, never come). Those messages
+// are delivered: the sender completes them (their buffers may be reused, as after a completion).
+struct Bye {
+  uint32_t magic;
+  uint32_t pad;
+  uint64_t delivered;
+};
+static_assert(sizeof(Bye) == 16);
 
 struct HandleLayout {
   uint32_t magic;
@@ -202,6 +215,10 @@ struct IbComm : SendComm, RecvComm {
   int fd = -1;
   bool peerClosed = false;
   uint64_t lastPeerCheck = 0;
+  Bye bye{};                   // sender: the receiver's Bye as it arrives on the side channel
+  size_t byeBytes = 0;
+  uint64_t peerDelivered = 0;  // sender: messages the receiver said had arrived (its Bye)
+  uint64_t delivered = 0;      // receiver: messages fully arrived (a prefix of the sequence)
   ibv_comp_channel* channel = nullptr;
   ibv_cq* cq = nullptr;
   int nqps = 0;
@@ -492,7 +509,16 @@ class IbTransport final : public MessagingTransport {
     return Status::ok();
   }
   Status closeRecv(RecvComm* comm) override {
-    destroyComm(static_cast<IbComm*>(comm));
+    auto* c = static_cast<IbComm*>(comm);
+    if (c && c->fd >= 0 && c->error.isOk()) {
+      // Tell the sender which messages arrived (see Bye), after taking in the last completions.
+      bool any = false;
+      (void)pollCq(c, &any);
+      finishRecvs(c);
+      Bye b{kByeMagic, 0, c->delivered};
+      (void)!send(c->fd, &b, sizeof b, MSG_DONTWAIT | MSG_NOSIGNAL);  // 16 bytes: the buffer is empty
+    }
+    destroyComm(c);
     return Status::ok();
   }
 
@@ -1192,6 +1218,37 @@ class IbTransport final : public MessagingTransport {
         putStaging(c->dev, &r.staging);
       }
       r.state = ReqState::kDone;
+      c->delivered = s + 1;
+    }
+  }
+
+  // Sender: read the side channel (the receiver's Bye, then EOF). True when the peer closed it.
+  bool readSideChannel(IbComm* c) {
+    for (;;) {
+      char scratch[64];
+      char* dst = c->byeBytes < sizeof(Bye) ? reinterpret_cast<char*>(&c->bye) + c->byeBytes : scratch;
+      const size_t want = c->byeBytes < sizeof(Bye) ? sizeof(Bye) - c->byeBytes : sizeof scratch;
+      const ssize_t n = recv(c->fd, dst, want, MSG_DONTWAIT);
+      if (n == 0) return true;
+      if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+      if (c->byeBytes >= sizeof(Bye)) continue;  // anything after the Bye is ignored
+      c->byeBytes += static_cast<size_t>(n);
+      if (c->byeBytes == sizeof(Bye) && c->bye.magic == kByeMagic && c->sending) {
+        c->peerDelivered = std::min(c->bye.delivered, c->nextToPost);
+        completeDelivered(c);
+      }
+    }
+  }
+
+  // Sender: the messages the receiver's Bye counts as arrived are complete, whether or not their
+  // local completion came (it may never come once the peer's queue pairs are gone).
+  void completeDelivered(IbComm* c) {
+    for (uint64_t s = c->tail; s < c->peerDelivered; ++s) {
+      IbRequest& r = c->reqs[s % kFifoDepth];
+      if (r.seq != s || r.state != ReqState::kPosted) continue;
+      putStaging(c->dev, &r.staging);
+      r.pendingWr = 0;
+      r.state = ReqState::kDone;
     }
   }
 
@@ -1222,6 +1279,10 @@ class IbTransport final : public MessagingTransport {
         const ibv_wc& wc = wcs[k];
         if (wc.status != IBV_WC_SUCCESS) {
           if (wc.status == IBV_WC_WR_FLUSH_ERR && !c->error.isOk()) continue;
+          // A message the receiver said had arrived (its Bye) whose ACK was lost with the peer.
+          if (c->sending && wc.wr_id != kCtsWrId && (wc.wr_id & kFlushWrId) != kFlushWrId &&
+              (wc.wr_id >> 8) < c->peerDelivered)
+            continue;
           (void)failComm(c, wcError(c, wc));
           continue;
         }
@@ -1278,12 +1339,10 @@ class IbTransport final : public MessagingTransport {
       uint64_t now = nowNs();
       if (now - c->lastPeerCheck > kPeerCheckNs) {
         c->lastPeerCheck = now;
-        char b;
-        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        if (readSideChannel(c)) {
           c->peerClosed = true;
-          // Completions that raced the close still count: the peer's last writes were acknowledged
-          // (so their completions are queued here) before it could close.
+          // Completions that raced the close still count; sends the receiver's Bye counted as
+          // arrived were completed when it came (readSideChannel).
           (void)pollCq(c, &any);
           if (c->sending) (void)postSends(c);
           else finishRecvs(c);
