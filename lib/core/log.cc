@@ -88,6 +88,13 @@ void reload() {
   load(s);
 }
 
+void forkPrepareSettings() {
+  State& s = state();
+  std::call_once(s.once, [&] { load(s); });
+}
+void forkLock() { state().mu.lock(); }
+void forkUnlock() { state().mu.unlock(); }
+
 bool enabled(Level level, const char* subsys) {
   State& s = state();
   std::call_once(s.once, [&] { load(s); });

@@ -12,6 +12,12 @@ void message(Level level, const char* subsys, const char* fmt, ...)
 // Re-read WEFT_DEBUG* (tests change them between forks).
 void reload();
 
+// Fork safety (lib/engine/fork_safety.cc): finish the one-time settings load (another thread may
+// be inside it), then hold / release the output lock across fork().
+void forkPrepareSettings();
+void forkLock();
+void forkUnlock();
+
 }  // namespace weft::log
 
 #define WEFT_LOG_AT(level, subsys, ...)                              \

@@ -4,9 +4,11 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -30,32 +32,81 @@ constexpr uint64_t kNsPerMs = 1000000;
 constexpr size_t kDefaultStageBytes = 8u << 20;
 
 // libcuda in the process means the application uses CUDA; without it no pointer can be a device
-// pointer, and nothing here initialises CUDA. RTLD_NOLOAD never loads anything.
+// pointer, and nothing here initialises CUDA. The loaded objects are listed (dl_iterate_phdr), not
+// dlopen'ed with RTLD_NOLOAD: that maps and unmaps /etc/ld.so.cache on every call (system calls
+// on every host collective), and a fork() in the middle of it gave the child a dangling cache
+// pointer (a crash in its next dlopen, tests/mp/fork_test.cc). The listing stops at its first
+// object while the loader's load count (dlpi_adds) is the one of the last negative answer.
+// gDriverMu is held across fork() (forkLock): no thread of ours is inside the loader then.
+std::mutex gDriverMu;
+std::atomic<bool> gDriverSeen{false};
+unsigned long long gDriverAdds = ~0ull;  // the loader's load count at the last negative answer
+
+struct DriverScan {
+  unsigned long long known = 0, adds = 0;
+  bool first = true, unchanged = false, found = false;
+};
+
+int scanLoaded(dl_phdr_info* info, size_t size, void* arg) {
+  auto* s = static_cast<DriverScan*>(arg);
+  if (s->first) {
+    s->first = false;
+    if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
+      s->adds = info->dlpi_adds;
+      if (s->adds == s->known) {
+        s->unchanged = true;
+        return 1;
+      }
+    }
+  }
+  const char* name = info->dlpi_name;
+  if (name == nullptr || *name == '\0') return 0;
+  const char* slash = std::strrchr(name, '/');
+  const char* base = slash ? slash + 1 : name;
+  if (std::strncmp(base, "libcuda.so", 10) == 0) {
+    s->found = true;
+    return 1;
+  }
+  return 0;
+}
+
 bool driverLoaded() {
-  static std::atomic<bool> seen{false};
-  if (seen.load(std::memory_order_relaxed)) return true;
-  void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (h == nullptr) return false;
-  dlclose(h);
-  seen.store(true, std::memory_order_relaxed);
-  return true;
+  if (gDriverSeen.load(std::memory_order_relaxed)) return true;
+  std::lock_guard<std::mutex> g(gDriverMu);
+  if (gDriverSeen.load(std::memory_order_relaxed)) return true;
+  DriverScan s;
+  s.known = gDriverAdds;
+  dl_iterate_phdr(scanLoaded, &s);
+  if (s.found) {
+    gDriverSeen.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  if (!s.unchanged) gDriverAdds = s.adds;
+  return false;
 }
 
 using PointerGetAttributesFn = CUresult (*)(unsigned, CUpointer_attribute*, void**, CUdeviceptr);
 
+// A mutex and a flag rather than std::call_once, so that fork() can hold it (forkLock): a child
+// must never find the one-time lookup half done by a thread that is not there.
+std::mutex gEntryMu;
+std::atomic<bool> gEntryDone{false};
+PointerGetAttributesFn gEntryFn = nullptr;
+
 PointerGetAttributesFn pointerGetAttributes() {
-  static std::once_flag once;
-  static PointerGetAttributesFn fn = nullptr;
-  std::call_once(once, [] {
+  if (gEntryDone.load(std::memory_order_acquire)) return gEntryFn;
+  std::lock_guard<std::mutex> g(gEntryMu);
+  if (!gEntryDone.load(std::memory_order_relaxed)) {
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q{};
     if (cudaGetDriverEntryPointByVersion("cuPointerGetAttributes", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
         q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PointerGetAttributesFn>(p);
+      gEntryFn = reinterpret_cast<PointerGetAttributesFn>(p);
     else
       cudaGetLastError();  // clear it: the application's next runtime call must not see our failure
-  });
-  return fn;
+    gEntryDone.store(true, std::memory_order_release);
+  }
+  return gEntryFn;
 }
 
 // Device allocations seen so far: start -> end. Host pointers are never cached (the driver answers
@@ -106,6 +157,21 @@ Status cudaFail(const char* what, int e) {
 }  // namespace
 
 bool built() { return true; }
+
+// Outer to inner: the lookup may run while nothing else is held; the slot lock is held around
+// CUDA calls; the cache lock is a leaf.
+void forkLock() {
+  gEntryMu.lock();
+  gSlotMu.lock();
+  gCacheMu.lock();
+  gDriverMu.lock();  // a leaf
+}
+void forkUnlock() {
+  gDriverMu.unlock();
+  gCacheMu.unlock();
+  gSlotMu.unlock();
+  gEntryMu.unlock();
+}
 
 MemKind classify(const void* p) {
   if (p == nullptr || !driverLoaded()) return MemKind::kHost;

@@ -25,6 +25,11 @@ namespace weft::device {
 // True when this library was built with CUDA support.
 bool built();
 
+// Fork safety (lib/engine/fork_safety.cc): hold / release the process-wide device locks (pointer
+// cache, host slots, the one-time driver lookup) across fork().
+void forkLock();
+void forkUnlock();
+
 enum class MemKind { kHost = 0, kDevice = 1 };
 
 // The kind of memory at p (host when p is null, CUDA is absent, or the driver does not know p).

@@ -6,6 +6,9 @@ namespace weft::device {
 
 bool built() { return false; }
 
+void forkLock() {}
+void forkUnlock() {}
+
 MemKind classify(const void*) { return MemKind::kHost; }
 
 Status DeviceComm::create(bootstrap::Bootstrap&, const DeviceCommOptions&, std::unique_ptr<DeviceComm>*,

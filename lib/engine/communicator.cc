@@ -16,6 +16,7 @@
 #include "lib/core/util.h"
 #include "lib/engine/transport_select.h"
 #include "lib/plan/collective_plan.h"
+#include "lib/engine/fork_safety.h"
 #include "lib/topo/topo.h"
 #include "lib/topo/topo_file.h"
 #if WEFT_HAVE_SHM
@@ -100,6 +101,7 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
 
 Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank, const CommOptions& opts,
                             std::unique_ptr<Communicator>* out, const std::atomic<bool>* initInterrupt) {
+  installForkHandlers();  // normally done at load; this also links fork_safety.o into static users
   std::unique_ptr<Communicator> c(new Communicator());
   c->rank_ = rank;
   c->nranks_ = nranks;
@@ -168,9 +170,13 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
 namespace {
 // Node discovery runs once per process and set of discovery settings (a split or a second
 // communicator reuses it): hwloc and sysfs walks are not free, and the node does not change.
+// Namespace scope (no function-local static guard); the lock is held across fork().
+std::mutex gDiscoverMu;
+std::map<std::string, topo::NodeTopology> gDiscovered;
+
 Status discoverOnce(topo::NodeTopology* out) {
-  static std::mutex mu;
-  static std::map<std::string, topo::NodeTopology> cache;
+  auto& mu = gDiscoverMu;
+  auto& cache = gDiscovered;
   std::string key;
   for (const char* v : {"WEFT_SYSFS_ROOT", "WEFT_HWLOC_XML", "WEFT_GPU_BUS_IDS", "WEFT_IB_HCA", "WEFT_IB_GID_INDEX",
                         "WEFT_IB_ADDR_FAMILY", "WEFT_IB_ADDR_RANGE", "WEFT_IB_ROCE_VERSION_NUM", "WEFT_TOPO_FILE",
@@ -187,6 +193,12 @@ Status discoverOnce(topo::NodeTopology* out) {
   return Status::ok();
 }
 
+}  // namespace
+
+void discoveryForkLock() { gDiscoverMu.lock(); }
+void discoveryForkUnlock() { gDiscoverMu.unlock(); }
+
+namespace {
 // WEFT_DEVICE: the GPU this rank drives, as an index into the node's GPUs (bus-id order) or a bus id.
 Status deviceBusId(const topo::NodeTopology& t, std::string* out) {
   out->clear();

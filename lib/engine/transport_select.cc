@@ -55,16 +55,16 @@ bool required(const char* what) {
 
 }  // namespace
 
-const std::vector<std::string>& knownTransports() {
+// Fastest first (Communicator::create falls back to the largest index any rank chose). ib is only
+// tried when WEFT_TRANSPORTS names it or WEFT_REQUIRE=rdma, until it has run in the field. At
+// namespace scope: initialised at load, never half-initialised in a forked child.
 #ifdef WEFT_HAVE_IB_TRANSPORT
-  // Fastest first (Communicator::create falls back to the largest index any rank chose). ib is only
-  // tried when WEFT_TRANSPORTS names it or WEFT_REQUIRE=rdma, until it has run in the field.
-  static const std::vector<std::string> kKnown = {"ib", "socket"};
+const std::vector<std::string> kKnownTransports = {"ib", "socket"};
 #else
-  static const std::vector<std::string> kKnown = {"socket"};
+const std::vector<std::string> kKnownTransports = {"socket"};
 #endif
-  return kKnown;
-}
+
+const std::vector<std::string>& knownTransports() { return kKnownTransports; }
 
 Status startTransport(const std::string& name, int localRank, TransportChoice* out) {
   const auto& known = knownTransports();

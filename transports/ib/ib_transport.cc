@@ -1432,6 +1432,15 @@ Status ibProbeDevices(std::vector<std::string>* names) {
   return Status::ok();
 }
 
+void ibForkLock() {
+  ib::forkLock();
+  gHistoryMu.lock();
+}
+void ibForkUnlock() {
+  gHistoryMu.unlock();
+  ib::forkUnlock();
+}
+
 std::vector<std::pair<const void*, size_t>> ibRegistrationHistory() {
   std::lock_guard<std::mutex> lock(gHistoryMu);
   return gHistory;

@@ -36,6 +36,11 @@ std::unique_ptr<MessagingTransport> createIbTransport(const std::vector<IbPortSp
 // ENOSYS on kernels without InfiniBand included).
 Status ibProbeDevices(std::vector<std::string>* names);
 
+// Fork safety (lib/engine/fork_safety.cc): hold / release the transport's process-wide locks (the
+// verbs loader, the registration history) across fork(). Per-connection state is not for a child.
+void ibForkLock();
+void ibForkUnlock();
+
 // For tests: every (address, length) this process ever registered through the ib transport.
 std::vector<std::pair<const void*, size_t>> ibRegistrationHistory();
 

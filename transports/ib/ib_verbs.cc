@@ -32,10 +32,17 @@ bool lookup(void* lib, const char* name, const char* version, F* out, std::strin
 
 }  // namespace
 
+// Namespace scope (no function-local static guard a forked child could find taken); the lock is
+// held across fork() (forkLock).
+std::mutex gLoadMu;
+std::map<std::string, std::unique_ptr<VerbsApi>> gLoaded;
+
+void forkLock() { gLoadMu.lock(); }
+void forkUnlock() { gLoadMu.unlock(); }
+
 Status loadVerbs(const std::string& path, const VerbsApi** out) {
-  static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<VerbsApi>> loaded;
-  std::lock_guard<std::mutex> lock(mu);
+  auto& loaded = gLoaded;
+  std::lock_guard<std::mutex> lock(gLoadMu);
   auto it = loaded.find(path);
   if (it != loaded.end()) {
     *out = it->second.get();

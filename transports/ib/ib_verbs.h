@@ -47,5 +47,8 @@ struct VerbsApi {
 // Load the library (path: WEFT_IBVERBS_LIB) and every symbol; an error names what is missing.
 // The returned table lives for the rest of the process (the library is never unloaded).
 Status loadVerbs(const std::string& path, const VerbsApi** out);
+// Fork safety: hold / release loadVerbs's lock across fork().
+void forkLock();
+void forkUnlock();
 
 }  // namespace weft::transport::ib
