@@ -299,12 +299,13 @@ TEST(IbTransport, PeerThatDiesFailsTheReceiveInBoundedTime) {
   (void)t->closeListen(l);
 }
 
-// The receiver dies while the sender waits for its clear-to-send.
-TEST(IbTransport, ReceiverThatDiesFailsTheSendInBoundedTime) {
-  auto t = make();
-  ASSERT_TRUE(t);
+// Forks a receiver process (its own transport; listens, hands its handle over a pipe, accepts,
+// then runs body and exits with its result: 2-6 are setup failures) and connects to it. Returns
+// the child's pid; *sc stays null when the connection failed.
+pid_t forkReceiver(MessagingTransport* t, SendComm** sc, const std::function<int(MessagingTransport*, RecvComm*)>& body) {
+  *sc = nullptr;
   int pipefd[2];
-  ASSERT_EQ(0, pipe(pipefd));
+  if (pipe(pipefd) != 0) return -1;
   pid_t pid = fork();
   if (pid == 0) {
     Status s;
@@ -318,14 +319,28 @@ TEST(IbTransport, ReceiverThatDiesFailsTheSendInBoundedTime) {
     uint64_t end = nowMs() + 10000;
     while (!rc && nowMs() < end)
       if (!ct->accept(l, &rc)) _exit(5);
-    usleep(200 * 1000);
-    _exit(0);
+    if (!rc) _exit(6);
+    _exit(body(ct.get(), rc));
   }
   Handle h;
-  ASSERT_EQ(read(pipefd[0], &h, sizeof h), static_cast<ssize_t>(sizeof h));
-  SendComm* sc = nullptr;
+  const bool got = pid > 0 && read(pipefd[0], &h, sizeof h) == static_cast<ssize_t>(sizeof h);
+  close(pipefd[0]);
+  close(pipefd[1]);
   uint64_t end = nowMs() + 10000;
-  while (!sc && nowMs() < end) ASSERT_TRUE(t->connect(0, &h, &sc).isOk());
+  while (got && !*sc && nowMs() < end)
+    if (!t->connect(0, &h, sc)) break;
+  return pid;
+}
+
+// The receiver dies while the sender waits for its clear-to-send.
+TEST(IbTransport, ReceiverThatDiesFailsTheSendInBoundedTime) {
+  auto t = make();
+  ASSERT_TRUE(t);
+  SendComm* sc = nullptr;
+  pid_t pid = forkReceiver(t.get(), &sc, [](MessagingTransport*, RecvComm*) {
+    usleep(200 * 1000);
+    return 0;
+  });
   ASSERT_TRUE(sc);
   char buf[64] = {};
   Request* q = nullptr;
@@ -339,8 +354,6 @@ TEST(IbTransport, ReceiverThatDiesFailsTheSendInBoundedTime) {
   EXPECT_NE(s.code(), Code::kTimeout) << s.message();
   EXPECT_LT(nowMs() - start, 5000u);
   (void)t->closeSend(sc);
-  close(pipefd[0]);
-  close(pipefd[1]);
 }
 
 // The receiver takes in its last messages and closes (and exits) at once: the sender's
@@ -354,47 +367,25 @@ TEST(IbTransport, ReceiverThatClosesRightAfterItsLastReceiveCompletesTheSends) {
   const std::vector<size_t> sizes = {64, 200000, 0, 8};
   constexpr int kRounds = 40;  // without the Bye this failed within 25 rounds in 3 of 3 runs
   for (int round = 0; round < kRounds; ++round) {
-    int pipefd[2];
-    ASSERT_EQ(0, pipe(pipefd));
-    pid_t pid = fork();
-    if (pid == 0) {
-      Status s;
-      auto ct = createIbTransport(roce(), &s);
-      if (!ct) _exit(2);
-      Handle h;
-      ListenComm* l = nullptr;
-      if (!ct->listen(0, &h, &l)) _exit(3);
-      if (write(pipefd[1], &h, sizeof h) != static_cast<ssize_t>(sizeof h)) _exit(4);
-      RecvComm* rc = nullptr;
-      uint64_t end = nowMs() + 10000;
-      while (!rc && nowMs() < end)
-        if (!ct->accept(l, &rc)) _exit(5);
-      if (!rc) _exit(6);
+    SendComm* sc = nullptr;
+    pid_t pid = forkReceiver(t.get(), &sc, [&](MessagingTransport* ct, RecvComm* rc) {
       std::vector<std::vector<char>> bufs;
       std::vector<Request*> reqs;
       for (size_t i = 0; i < sizes.size(); ++i) {
         bufs.emplace_back(sizes[i] + 1);
         Request* q = nullptr;
-        if (!ct->irecv(rc, bufs[i].data(), sizes[i], static_cast<uint32_t>(i), nullptr, &q) || !q) _exit(7);
+        if (!ct->irecv(rc, bufs[i].data(), sizes[i], static_cast<uint32_t>(i), nullptr, &q) || !q) return 7;
         reqs.push_back(q);
       }
       for (size_t i = 0; i < sizes.size(); ++i) {
         size_t n = 0;
-        if (!waitDone(ct.get(), reqs[i], nullptr, rc, &n) || n != sizes[i]) _exit(8);
+        if (!waitDone(ct, reqs[i], nullptr, rc, &n) || n != sizes[i]) return 8;
         for (size_t b = 0; b < n; ++b)
-          if (bufs[i][b] != static_cast<char>(b * 7 + i)) _exit(9);
+          if (bufs[i][b] != static_cast<char>(b * 7 + i)) return 9;
       }
       (void)ct->closeRecv(rc);  // at once: no grace for the sender's completions
-      _exit(0);
-    }
-    ASSERT_GT(pid, 0);
-    Handle h;
-    ASSERT_EQ(read(pipefd[0], &h, sizeof h), static_cast<ssize_t>(sizeof h));
-    close(pipefd[0]);
-    close(pipefd[1]);
-    SendComm* sc = nullptr;
-    uint64_t end = nowMs() + 10000;
-    while (!sc && nowMs() < end) ASSERT_TRUE(t->connect(0, &h, &sc).isOk());
+      return 0;
+    });
     ASSERT_TRUE(sc);
     std::vector<std::vector<char>> bufs;
     std::vector<Request*> reqs;
