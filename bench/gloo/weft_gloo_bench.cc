@@ -5,12 +5,13 @@
 // Started by weft-bench as
 //
 //   weft-gloo-bench all_reduce --ranks N -n iters -w warmup -m agg -a average -c checks
-//       -T timeout_s <spec>...
+//       -T timeout_s [--bind 0|1] <spec>...
 //
 //   spec: <type>:<op>:<root>:<count>[,<count>...]   (weft-bench's names; root is -1)
 //
 // The process started is the launcher: it makes a temporary directory for Gloo's FileStore (the
-// rendezvous), forks N ranks (bound one per core like weft-bench's, when the cores suffice), waits
+// rendezvous), forks N ranks (bound one per core like weft-bench's, when the cores suffice; each
+// rank's Gloo TCP event-loop thread then shares its core; --bind 0 leaves them unbound), waits
 // for them (killing them all when one fails, on a signal or after -T seconds) and removes the
 // directory. Output (rank 0, stdout): '#' comment lines, then per count
 // "R <type> <op> <root> <count> <usec>" (the -a rule across ranks: 0 rank 0, 1 mean, 2 min, 3 max)
@@ -56,6 +57,7 @@ struct Args {
   int ranks = 2, iters = 20, warmup = 1, agg = 1, average = 1, check = 1;
   long timeoutS = 0;
   bool corrupt = false;  // --test-corrupt 1: flip an output byte before the check (the check's test)
+  bool bind = true;      // --bind 0: leave the ranks unbound (Gloo's TCP loop thread then floats)
   std::vector<std::string> specs;
 };
 
@@ -337,7 +339,7 @@ int launch(const Args& a) {
       if (getppid() != parent) _exit(2);
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);
-      bindRank(rank, a.ranks);
+      if (a.bind) bindRank(rank, a.ranks);
       if (rank != 0) (void)!freopen("/dev/null", "w", stdout);
       int rc = 0;
       try {
@@ -419,6 +421,7 @@ int main(int argc, char** argv) {
     else if (f == "-c") a.check = static_cast<int>(intArg("-c", v, 0, 1 << 20));
     else if (f == "-T") a.timeoutS = intArg("-T", v, 0, 1L << 30);
     else if (f == "--test-corrupt") a.corrupt = intArg("--test-corrupt", v, 0, 1) == 1;
+    else if (f == "--bind") a.bind = intArg("--bind", v, 0, 1) == 1;
     else usage("unknown flag " + f);
   }
   for (; i < argc; ++i) {
