@@ -4,6 +4,7 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
+#include <link.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,11 +32,28 @@ constexpr size_t kDefaultStageBytes = 8u << 20;
 
 // libcuda in the process means the application uses CUDA; without it no pointer can be a device
 // pointer, and nothing here initialises CUDA. RTLD_NOLOAD never loads anything.
+// Asking dlopen on every call is not free: each miss looks the name up in ld.so.cache (an
+// mmap/munmap pair: two page faults and a TLB shootdown per call, milliseconds on a busy VM). So
+// the question is asked again only when the process has loaded more objects since the last "no"
+// (dl_iterate_phdr's dlpi_adds counter, read from the first object without a system call).
 bool driverLoaded() {
   static std::atomic<bool> seen{false};
+  static std::atomic<unsigned long long> noAtAdds{0};
   if (seen.load(std::memory_order_relaxed)) return true;
+  unsigned long long adds = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t size, void* data) -> int {
+        if (size >= offsetof(dl_phdr_info, dlpi_adds) + sizeof info->dlpi_adds)
+          *static_cast<unsigned long long*>(data) = info->dlpi_adds;
+        return 1;  // the counters are the same in every entry: stop at the first
+      },
+      &adds);
+  if (adds != 0 && noAtAdds.load(std::memory_order_relaxed) == adds) return false;
   void* h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  if (h == nullptr) return false;
+  if (h == nullptr) {
+    noAtAdds.store(adds, std::memory_order_relaxed);
+    return false;
+  }
   dlclose(h);
   seen.store(true, std::memory_order_relaxed);
   return true;
