@@ -94,6 +94,9 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
   if (v < 4096 || v > (int64_t{1} << 30))
     return invalidArgument("WEFT_DIRECT_BYTES=" + std::to_string(v) + " is out of range: use 4096 to 1073741824");
   out->directBytes = static_cast<size_t>(v);
+  WEFT_TRY(config::parseInt("WEFT_DIRECT_STREAM_BYTES", &v));
+  if (v < 0) return invalidArgument("WEFT_DIRECT_STREAM_BYTES must not be negative");
+  out->directStreamBytes = static_cast<size_t>(v);
   out->transports = splitList(config::getString("WEFT_TRANSPORTS"));
   for (auto& t : out->transports) {
     const auto& known = knownTransports();

@@ -48,6 +48,7 @@ struct EngineConfig {
   std::vector<std::string> transports;  // allowed; empty = all
   bool direct = true;       // WEFT_DIRECT: direct all-reduces through a shared region (one host)
   size_t directBytes = 0;   // WEFT_DIRECT_BYTES: input bytes per rank and round
+  size_t directStreamBytes = 0;  // WEFT_DIRECT_STREAM_BYTES (0 = from the cache size)
 };
 // Per-communicator overrides of the environment (weftConfig_t); negative = not set.
 struct CommOptions {
@@ -146,6 +147,7 @@ class Communicator {
   size_t slotBytes_ = 0;
   std::unique_ptr<DirectRegion> direct_;  // all ranks on this host, 2-9 ranks, WEFT_DIRECT=1
   uint32_t round_ = 0;                    // direct rounds run (the same on every rank)
+  size_t streamBytes_ = SIZE_MAX;         // direct outputs above this use streaming stores
   uint64_t directLogged_[4] = {};         // (algorithm, size bucket) already logged at INFO
   std::set<int> loggedPlans_;  // (algorithm, size bucket) pairs already logged at INFO
 };

@@ -11,6 +11,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -319,6 +323,41 @@ inline void cpuRelax() {
 
 inline bool reached(uint32_t v, uint32_t k) { return static_cast<int32_t>(v - k) >= 0; }
 
+// memcpy, or with streaming (non-temporal) stores for the aligned middle when `stream`.
+void copyOut(char* dst, const char* src, size_t bytes, bool stream) {
+#if defined(__x86_64__)
+  if (stream && bytes >= 256) {
+    const size_t head = (16 - (reinterpret_cast<uintptr_t>(dst) & 15)) & 15;
+    std::memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    bytes -= head;
+    const size_t body = bytes & ~size_t{63};
+    for (size_t i = 0; i < body; i += 64) {
+      __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+      __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+      __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+    }
+    std::memcpy(dst + body, src + body, bytes - body);
+    return;
+  }
+#endif
+  (void)stream;
+  std::memcpy(dst, src, bytes);
+}
+
+// Streaming stores are weakly ordered: fence before the caller may read the output.
+void streamFence() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
+}
+
 // Reduction block: the destination stays in L1 while the n operands stream through it.
 constexpr size_t kBlockBytes = 16384;
 
@@ -449,6 +488,14 @@ Status Communicator::setupDirect() {
               s.message().c_str());
     return Status::ok();
   }
+  // Streaming stores from half the last-level cache, at most 16 MiB (a VM may report a whole
+  // socket's L3 where one core complex sees a slice of it).
+  streamBytes_ = cfg_.directStreamBytes;
+  if (streamBytes_ == 0) {
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    streamBytes_ = std::min<size_t>(llc > 0 ? static_cast<size_t>(llc) / 2 : SIZE_MAX, size_t{16} << 20);
+  }
   if (rank_ == 0)
     WEFT_INFO(INIT, "direct all-reduce region: %d ranks, %zu-byte input slots x 2 per rank, %zu bytes mapped (memfd)",
               nranks_, direct_->slotBytes(), direct_->mappedBytes());
@@ -482,13 +529,26 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
   const size_t perRound = R.slotBytes() / es;
   const auto* send = static_cast<const char*>(op.sendbuff);
   auto* recv = static_cast<char*>(op.recvbuff);
+  const bool twoShot = algo == plan::Algo::kTwoShot;
+  // Outputs larger than half the last-level cache go out with streaming stores (no read for
+  // ownership of lines that will not be read again before they leave the cache).
+  const bool stream = op.count * es > streamBytes_;
   const char* srcs[plan::kMaxDirectRanks];
   Status s;
   for (size_t off = 0; off < op.count; off += perRound) {
     const size_t len = std::min(perRound, op.count - off);
     const uint32_t k = ++round_;
     RankCtl& own = R.ctl(me);
-    std::memcpy(R.input(me, k), send + off * es, len * es);
+    const char* in = send + off * es;
+    size_t so = 0, sl = 0;
+    if (twoShot) {
+      // Only the peers read our slot, and only their slices: ours is reduced from the input itself.
+      coll::sliceOf(len, n, me, &so, &sl);
+      std::memcpy(R.input(me, k), in, so * es);
+      std::memcpy(R.input(me, k) + (so + sl) * es, in + (so + sl) * es, (len - so - sl) * es);
+    } else {
+      std::memcpy(R.input(me, k), in, len * es);
+    }
     own.desc[k & 1] = mine;
     DirectRegion::publish(own.arrive, own.arriveWaiters, k);
     // Wait for every peer's input of this round (the next rank first: a ring-like order spreads
@@ -500,33 +560,32 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
       const DirectDesc& theirs = R.ctl(q).desc[k & 1];
       if (theirs != mine) return directFailed(directMismatch(q, mine, theirs), op, mine);
     }
-    for (int q = 0; q < n; ++q) srcs[q] = R.input(q, k);
-    if (algo == plan::Algo::kOneShot) {
+    if (!twoShot) {
+      for (int q = 0; q < n; ++q) srcs[q] = R.input(q, k);
       char* dst = recv + off * es;
       reduceN(op.dtype, op.op, dst, srcs, n, len, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, len, n);
       continue;
     }
     // Two-shot: reduce slice `me` of every input into our result slot, publish it, gather the others.
-    size_t so, sl;
-    coll::sliceOf(len, n, me, &so, &sl);
     char* res = R.result(me, k);
     if (sl) {
-      for (int q = 0; q < n; ++q) srcs[q] = R.input(q, k) + so * es;
+      for (int q = 0; q < n; ++q) srcs[q] = q == me ? in + so * es : R.input(q, k) + so * es;
       reduceN(op.dtype, op.op, res, srcs, n, sl, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, res, res, sl, n);
     }
     DirectRegion::publish(own.done, own.doneWaiters, k);
-    if (sl) std::memcpy(recv + (off + so) * es, res, sl * es);
+    if (sl) copyOut(recv + (off + so) * es, res, sl * es, stream);
     for (int i = 1; i < n; ++i) {
       const int q = (me + i) % n;
       size_t qo, ql;
       coll::sliceOf(len, n, q, &qo, &ql);
       s = directWait(q, true, k, mine);
       if (!s) return directFailed(s, op, mine);
-      if (ql) std::memcpy(recv + (off + qo) * es, R.result(q, k), ql * es);
+      if (ql) copyOut(recv + (off + qo) * es, R.result(q, k), ql * es, stream);
     }
   }
+  if (stream) streamFence();
   return Status::ok();
 }
 

@@ -59,18 +59,20 @@ std::string checkCase(weftComm_t comm, int rank, int nranks, weftDataType_t t, w
 class Direct : public ::testing::TestWithParam<int> {};
 
 // Every type and op; sizes 0, 1, 7, odd, and several rounds of a 4 KiB slot (the count straddles
-// round boundaries for every element size); the tuner's choice and both forced algorithms.
+// round boundaries for every element size); the tuner's choice, both forced algorithms, and two-shot
+// writing its output with streaming stores (WEFT_DIRECT_STREAM_BYTES=1: unaligned heads and tails).
 TEST_P(Direct, EveryTypeOpSizeInPlaceManyRounds) {
-  const char* algos[] = {"", "oneshot", "twoshot"};
+  const char* algos[] = {"", "oneshot", "twoshot", "twoshot"};
   RunOptions o;
   o.nranks = GetParam();
-  o.nids = 3;
+  o.nids = 4;
   o.timeoutSec = 300;
   auto reports = runRanks(o, [&](const RankContext& ctx) {
     setenv("WEFT_DIRECT_BYTES", "4096", 1);
-    for (int a = 0; a < 3; ++a) {
+    for (int a = 0; a < 4; ++a) {
       if (algos[a][0]) setenv("WEFT_ALGO", algos[a], 1);
       else unsetenv("WEFT_ALGO");
+      if (a == 3) setenv("WEFT_DIRECT_STREAM_BYTES", "1", 1);
       weftComm_t comm;
       if (weftCommInitRank(&comm, ctx.nranks, ctx.ids[static_cast<size_t>(a)], ctx.rank) != weftSuccess) {
         ctx.say(std::string("init: ") + weftGetLastError(nullptr));
