@@ -504,8 +504,7 @@ Status Communicator::setupDirect() {
 
 void Communicator::logDirect(const OpDesc& op, plan::Algo algo) {
   const size_t bytes = op.count * typeSize(op.dtype);
-  int bucket = 0;
-  for (size_t b = bytes; b > 1; b >>= 1) ++bucket;
+  const int bucket = bytes > 1 ? 63 - __builtin_clzll(static_cast<unsigned long long>(bytes)) : 0;
   const int bit = (algo == plan::Algo::kTwoShot ? 64 : 0) + bucket;
   uint64_t& word = directLogged_[bit / 64];
   if (word & (uint64_t{1} << (bit % 64))) return;
