@@ -22,6 +22,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -406,6 +407,7 @@ void* allocBuffer(size_t bytes) {
 
 struct Cell {
   double usec = 0, algbw = 0, busbw = 0;
+  double faults = 0;  // minor + major page faults per operation (process, largest over ranks)
   uint64_t wrong = 0;
 };
 
@@ -491,6 +493,7 @@ std::vector<Variant> variantList(const Options& o, int nranks) {
 struct MpiTimes {
   std::vector<std::string> comments;           // its '#' lines, printed in the header
   std::map<std::string, std::string> usec;     // "<type> <op> <root> <count>" -> usec
+  std::map<std::string, std::string> faults;   // the same key -> page faults per operation
 };
 
 std::string mpiKey(const std::string& type, const std::string& op, int root, size_t count) {
@@ -512,6 +515,8 @@ MpiTimes readMpiTimes(const std::string& path) {
     size_t count = 0;
     if (ls >> tag >> type >> op >> root >> count >> usec && tag == "R") {
       m.usec[mpiKey(type, op, root, count)] = usec;
+      std::string faults;
+      if (ls >> faults) m.faults[mpiKey(type, op, root, count)] = faults;
     }
   }
   return m;
@@ -688,6 +693,7 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   const double factor = nranks > 1 || coll != Coll::AllReduce ? busFactor(coll, nranks) : 0.0;
 
   uint64_t totalWrong = 0;
+  std::vector<std::string> faultLines;  // rank 0: the page-fault table printed after the rows
   double bwSum = 0;
   size_t bwCells = 0;
   using Clock = std::chrono::steady_clock;
@@ -724,6 +730,8 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
         }
         barrier();
         double seconds = 0;
+        rusage ru0{}, ru1{};
+        getrusage(RUSAGE_SELF, &ru0);
         if (o.blocking == 1 || o.blocking == 3) {
           for (int it = 0; it < o.iters; ++it) {
             const auto t0 = Clock::now();
@@ -736,8 +744,12 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
           for (int it = 0; it < o.iters; ++it) runIteration(o, v, sbuf, rbuf, k.param);
           seconds = std::chrono::duration<double>(Clock::now() - t0).count();
         }
+        getrusage(RUSAGE_SELF, &ru1);
         const double ops = static_cast<double>(o.iters) * o.aggIters;
         double perOp = ops > 0 ? seconds / ops : 0.0;
+        double faults = ops > 0 ? static_cast<double>((ru1.ru_minflt - ru0.ru_minflt) + (ru1.ru_majflt - ru0.ru_majflt)) / ops : 0.0;
+        WB_CHECK(weftAllReduce(&faults, &faults, 1, weftFloat64, weftMax, gComm, nullptr));
+        cell.faults = faults;
         // Combine the time across ranks (-a): 0 rank 0, 1 average, 2 min, 3 max.
         weftRedOp_t combine = weftSum;
         if (o.average == 0 && rank != 0) perOp = 0;
@@ -779,6 +791,7 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
       // The out-of-place send buffer must hold the inputs for the next size's timing.
       std::memcpy(buf.send, buf.pristine, sendBytes);
       if (print) {
+        std::string mpiFaults = "-";
         std::printf("%12zu  %12zu  %8s  %6s  %6d", bytes, k.param, t.name, v.opName, v.root);
         for (const Cell& cell : cells) {
           std::printf("  %7s  %6s  %6s", fmtNum(cell.usec, 7).c_str(), fmtNum(cell.algbw, 6).c_str(),
@@ -798,8 +811,14 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
             std::printf("  %9s  %*s", fmtNum(mpiUs, 9).c_str(), ratioWidth,
                         fmtNum(cells[0].usec / mpiUs, ratioWidth).c_str());
           }
+          const auto f = mpi.faults.find(mpiKey(t.name, v.opName, v.root, k.param));
+          if (f != mpi.faults.end()) mpiFaults = f->second;
         }
         std::printf("\n");
+        char line[160];
+        std::snprintf(line, sizeof line, "#  %11zu  %8s  %6s  %10s  %10s", bytes, t.name, v.opName,
+                      fmtNum(cells[0].faults, 10).c_str(), compare ? mpiFaults.c_str() : "");
+        faultLines.push_back(line);
       }
     }
   }
@@ -807,6 +826,11 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   size_t staging = 0;
   WB_CHECK(weftCommMemStats(gComm, &staging));
   if (print) {
+    // Page faults per operation, out of place (getrusage minor + major of the process, the largest
+    // over ranks): steady-state weft takes none; a table apart so the rows keep nccl-tests' layout.
+    std::printf("#\n# page faults per operation (out-of-place; minor + major, per process, largest over ranks)\n");
+    std::printf("#  %11s  %8s  %6s  %10s  %10s\n", "size(B)", "type", "redop", "weft", compare ? "mpi" : "");
+    for (const std::string& l : faultLines) std::printf("%s\n", l.c_str());
     std::printf("# weft staging bytes held: %zu\n", staging);
     std::printf("# %-20s : %llu %s\n", "Out of bounds values",
                 static_cast<unsigned long long>(totalWrong), totalWrong ? "FAILED" : "OK");

@@ -334,6 +334,11 @@ Status Bootstrap::recv(int peer, uint64_t tag, std::vector<char>* out, uint64_t 
   }
 }
 
+bool Bootstrap::departed(int peer) {
+  std::lock_guard<std::mutex> g(boxMu_);
+  return departed_[static_cast<size_t>(peer)];
+}
+
 Status Bootstrap::allGather(void* data, size_t bytes, uint64_t deadlineNs) {
   if (nranks_ == 1) return Status::ok();
   uint64_t tag = kInternalTag | (gatherSeq_++ << 1);

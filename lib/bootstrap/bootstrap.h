@@ -62,6 +62,8 @@ class Bootstrap {
   bool hasError() const { return errCode_.load(std::memory_order_acquire) != 0; }
   Status error() const;
   void recordError(Code code, const std::string& reason);
+  // The peer said goodbye (destroyed its communicator).
+  bool departed(int peer);
 
  private:
   Bootstrap() = default;

@@ -51,6 +51,8 @@ std::vector<std::string> splitList(const std::string& s) {
   return out;
 }
 
+}  // namespace
+
 std::string describeOp(const OpHeader& h) {
   if (static_cast<CollType>(h.coll) == CollType::kSend) {
     return "send/recv #" + std::to_string(h.seq) + " (count " + std::to_string(h.count) + ", " +
@@ -62,7 +64,6 @@ std::string describeOp(const OpHeader& h) {
   if (h.root >= 0) s += ", root " + std::to_string(h.root);
   return s + ")";
 }
-}  // namespace
 
 Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
   WEFT_TRY(config::validate());
@@ -87,6 +88,16 @@ Status loadEngineConfig(const CommOptions& opts, EngineConfig* out) {
                            std::to_string(out->nslots) + ") and at most 4 GiB");
   out->buffSize = static_cast<size_t>(v);
   WEFT_TRY(plan::loadTunerConfig(&out->tuner));
+  WEFT_TRY(config::parseInt("WEFT_DIRECT", &v));
+  if (v != 0 && v != 1) return invalidArgument("WEFT_DIRECT=" + std::to_string(v) + " must be 0 or 1");
+  out->direct = v == 1;
+  WEFT_TRY(config::parseInt("WEFT_DIRECT_BYTES", &v));
+  if (v < 4096 || v > (int64_t{1} << 30))
+    return invalidArgument("WEFT_DIRECT_BYTES=" + std::to_string(v) + " is out of range: use 4096 to 1073741824");
+  out->directBytes = static_cast<size_t>(v);
+  WEFT_TRY(config::parseInt("WEFT_DIRECT_STREAM_BYTES", &v));
+  if (v < 0) return invalidArgument("WEFT_DIRECT_STREAM_BYTES must not be negative");
+  out->directStreamBytes = static_cast<size_t>(v);
   out->transports = splitList(config::getString("WEFT_TRANSPORTS"));
   for (auto& t : out->transports) {
     const auto& known = knownTransports();
@@ -159,6 +170,7 @@ Status Communicator::create(const bootstrap::UniqueId& id, int nranks, int rank,
   // affinity: a launcher that binds each rank to one core is not oversubscribing.)
   long online = sysconf(_SC_NPROCESSORS_ONLN);
   if (online > 0 && local > online) c->pureSpinNs_ = 0;
+  WEFT_TRY(c->setupDirect());
   WEFT_INFO(INIT, "%s%srank %d/%d ready: transport %s (%s), %d slots of %zu bytes per channel",
             opts.name.c_str(), opts.name.empty() ? "" : ": ", rank, nranks, c->transport_.name.c_str(),
             c->transport_.transport->device(c->transport_.device).name.c_str(),
@@ -325,6 +337,7 @@ Status Communicator::buildPlan() {
 }
 
 Communicator::~Communicator() {
+  direct_.reset();
   send_.clear();
   recv_.clear();
   bootstrap_.reset();  // says goodbye to the peers
@@ -396,6 +409,7 @@ Status Communicator::split(int color, int key, const CommOptions* opts, std::uni
 
 void Communicator::requestAbort() {
   if (abort_.exchange(true)) return;
+  if (direct_) direct_->wakeAll();  // a direct wait sleeping on a peer's word returns at once
   if (!bootstrap_) return;
   // An abort that follows a failure names that failure: the others may not have learnt of it yet,
   // and "rank 3 aborted" alone would hide the rank that actually died.
@@ -857,6 +871,17 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   if (op.coll == CollType::kSend) h.root = op.root;  // the destination, which the receiver checks
   if (op.coll != CollType::kSend && op.coll != CollType::kRecv) h.seq = ++seq_;
   h.algo = static_cast<uint8_t>(algo);
+  if (direct_ && op.coll != CollType::kSend && op.coll != CollType::kRecv) {
+    // A direct all-reduce of a peer waiting at this sequence number can tell that we called this.
+    DirectDesc d;
+    d.seq = h.seq;
+    d.coll = h.coll;
+    d.dtype = h.dtype;
+    d.redop = h.redop;
+    d.algo = h.algo;
+    d.count = h.count;
+    direct_->announce(rank_, d);
+  }
   int bucket = 0;
   for (size_t b = op.count * esize; b > 1; b >>= 1) ++bucket;
   if (loggedPlans_.insert(static_cast<int>(op.coll) * 1024 + static_cast<int>(algo) * 64 + bucket).second ||
@@ -883,7 +908,23 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   return Status::ok();
 }
 
-Status Communicator::run(const OpDesc& op) { return runGroup({op}); }
+Status Communicator::run(const OpDesc& op) {
+  // The lean path: an all-reduce with every rank on this host reads the peers' inputs in the shared
+  // region (lib/engine/direct.cc). No allocation, lock or schedule; a failed or aborted
+  // communicator takes the general path, which reports the sticky error.
+  if (direct_ && op.coll == CollType::kAllReduce && op.count != 0 && !failed_.load(std::memory_order_relaxed) &&
+      !abort_.load(std::memory_order_relaxed) && !bootstrap_->hasError()) {
+    const size_t bytes = op.count * typeSize(op.dtype);
+    plan::Algo algo;
+    if (cfg_.tuner.forced) algo = cfg_.tuner.forcedAlgo;
+    else algo = bytes <= cfg_.tuner.oneShotThresholdBytes ? plan::Algo::kOneShot : plan::Algo::kTwoShot;
+    if (algo == plan::Algo::kOneShot || algo == plan::Algo::kTwoShot) {
+      logDirect(op, algo);
+      return runDirect(op, algo);
+    }
+  }
+  return runGroup({op});
+}
 
 Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
   {
@@ -891,6 +932,17 @@ Status Communicator::runGroup(const std::vector<OpDesc>& ops) {
     if (!sticky_.isOk()) return sticky_;
   }
   WEFT_TRY(checkInterrupt());
+  // A group of collectives only runs them one after the other (what its single lane would do), so
+  // that each may take the direct path.
+  if (ops.size() > 1 && direct_) {
+    bool collectivesOnly = true;
+    for (const OpDesc& o : ops) collectivesOnly &= o.coll != CollType::kSend && o.coll != CollType::kRecv;
+    if (collectivesOnly) {
+      for (const OpDesc& o : ops)
+        if (o.count != 0) WEFT_TRY(run(o));
+      return Status::ok();
+    }
+  }
   // A send whose buffer a receive of the same group writes (in-place send/recv, as nccl-tests'
   // sendrecv does) sends from a copy taken now: the lanes run concurrently, so the receive could
   // otherwise overwrite data not sent yet.

@@ -17,6 +17,7 @@
 #include "lib/core/status.h"
 #include "lib/core/types.h"
 #include "lib/engine/channel.h"
+#include "lib/engine/direct.h"
 #include "lib/engine/transport_select.h"
 #include "lib/plan/cost_model.h"
 #include "lib/plan/tuner.h"
@@ -45,6 +46,9 @@ struct EngineConfig {
   int nslots = 0;
   plan::TunerConfig tuner;
   std::vector<std::string> transports;  // allowed; empty = all
+  bool direct = true;       // WEFT_DIRECT: direct all-reduces through a shared region (one host)
+  size_t directBytes = 0;   // WEFT_DIRECT_BYTES: input bytes per rank and round
+  size_t directStreamBytes = 0;  // WEFT_DIRECT_STREAM_BYTES (0 = from the cache size)
 };
 // Per-communicator overrides of the environment (weftConfig_t); negative = not set.
 struct CommOptions {
@@ -53,6 +57,9 @@ struct CommOptions {
   int64_t buffSize = -1;
   std::string name;
 };
+
+// "all-reduce #3 (count 10, float32, sum, ring)": an operation as error messages name it.
+std::string describeOp(const OpHeader& h);
 
 Status loadEngineConfig(const CommOptions& opts, EngineConfig* out);
 
@@ -104,6 +111,13 @@ class Communicator {
   Status fail(const Status& s);  // record the sticky error, tell the peers, return it
   Status checkInterrupt() const;
   Status rootCause(const Status& local) const;
+  // Direct all-reduces (lib/engine/direct.cc): one host, the shared region.
+  Status setupDirect();
+  Status runDirect(const OpDesc& op, plan::Algo algo);
+  Status directWait(int peer, bool done, uint32_t round, const DirectDesc& mine);
+  Status directMismatch(int peer, const DirectDesc& mine, const DirectDesc& theirs) const;
+  Status directFailed(const Status& s, const OpDesc& op, const DirectDesc& mine);
+  void logDirect(const OpDesc& op, plan::Algo algo);
 
   friend class Executor;
   int rank_ = 0;
@@ -131,6 +145,10 @@ class Communicator {
   Status sticky_;
   std::atomic<bool> failed_{false};
   size_t slotBytes_ = 0;
+  std::unique_ptr<DirectRegion> direct_;  // all ranks on this host, 2-9 ranks, WEFT_DIRECT=1
+  uint32_t round_ = 0;                    // direct rounds run (the same on every rank)
+  size_t streamBytes_ = SIZE_MAX;         // direct outputs above this use streaming stores
+  uint64_t directLogged_[4] = {};         // (algorithm, size bucket) already logged at INFO
   std::set<int> loggedPlans_;  // (algorithm, size bucket) pairs already logged at INFO
 };
 

@@ -1,0 +1,115 @@
+// The direct all-reduce region: one shared mapping per communicator whose ranks are all on this
+// host, through which one-shot and two-shot all-reduces read the peers' inputs in place (no
+// channel, no transport).
+//
+// Setup (collective, at communicator creation): rank 0 creates a memfd (MFD_CLOEXEC), sizes and maps
+// it, and hands the descriptor to every other rank over an abstract AF_UNIX socket (SCM_RIGHTS) whose
+// name and a random cookie travel over the bootstrap. No file is ever created, so nothing survives a
+// kill -9 (the memory lives as long as a mapping does). Every rank maps it with MAP_POPULATE: the
+// pages are resident and mapped before the first call, so a call takes no page fault.
+//
+// Layout: a header page, then per rank a control block (RankCtl), then per rank two input slots
+// and two result slots (parity 0/1), page-aligned.
+//
+// Protocol (rounds): a call runs in rounds of at most slotBytes of input per rank; every round has a
+// number k (a per-communicator counter, the same on every rank) and uses the slots of parity k & 1.
+//   one-shot round k: copy own input chunk into in[me][k&1]; write desc[me][k&1]; publish
+//     arrive[me] = k; wait arrive[q] >= k for every peer q (checking desc[q][k&1] = ours: the op
+//     check); reduce in[0..n-1][k&1] in rank order into the output.
+//   two-shot round k: the same first half; then reduce slice `me` of the n input slots in rank
+//     order into res[me][k&1]; publish done[me] = k; wait done[q] >= k and copy slice q from
+//     res[q][k&1] into the output.
+// A rank publishes arrive = k only after it has finished round k-1 (all reading of slots of
+// parity (k-1)&1 and earlier); and in round k-1 it waited for every peer's arrive >= k-1, i.e. for
+// every peer to have finished round k-2. So when a rank writes its slots of parity k&1 in round k,
+// no peer still reads what it wrote there in round k-2: two parities suffice.
+//
+// Waiting: arrive and done are 32-bit futex words (each on its own 128-byte block, with a waiter
+// count on another): a waiter spins briefly, then yields, then increments the waiter count and
+// sleeps in FUTEX_WAIT (shared, not private) in bounded slices; the publisher stores the word,
+// fences, and calls FUTEX_WAKE only when the waiter count is non-zero.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "lib/bootstrap/bootstrap.h"
+#include "lib/core/status.h"
+
+namespace weft::engine {
+
+// What a rank is running: compared between ranks (the op check of the direct path).
+struct DirectDesc {
+  uint32_t seq = 0;  // collective number on this communicator
+  uint8_t coll = 0, dtype = 0, redop = 0, algo = 0;
+  uint64_t count = 0;
+  bool operator==(const DirectDesc& o) const {
+    return seq == o.seq && coll == o.coll && dtype == o.dtype && redop == o.redop && algo == o.algo && count == o.count;
+  }
+  bool operator!=(const DirectDesc& o) const { return !(*this == o); }
+};
+static_assert(sizeof(DirectDesc) == 16);
+
+struct alignas(128) FutexWord {
+  std::atomic<uint32_t> value{0};
+};
+
+struct RankCtl {
+  FutexWord arrive;          // last round whose input this rank has published
+  FutexWord arriveWaiters;   // peers sleeping on arrive
+  FutexWord done;            // two-shot: last round whose result slice this rank has published
+  FutexWord doneWaiters;
+  alignas(128) DirectDesc desc[2];  // per round parity: the call the round belongs to
+  // The collective this rank is in when it runs through the channels (not direct): a seqlock
+  // (gen odd while writing), so that a direct rank waiting at the same sequence number can tell
+  // that its peer called something else.
+  alignas(128) std::atomic<uint32_t> gen{0};
+  DirectDesc current;
+};
+
+class DirectRegion {
+ public:
+  // Collective over the bootstrap (every rank must call it, in the same order relative to other
+  // bootstrap traffic). On failure *out stays null and the status says why.
+  static Status create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, uint64_t deadlineNs,
+                       std::unique_ptr<DirectRegion>* out);
+  ~DirectRegion();
+  DirectRegion(const DirectRegion&) = delete;
+  DirectRegion& operator=(const DirectRegion&) = delete;
+
+  size_t slotBytes() const { return slotBytes_; }
+  size_t resultBytes() const { return resultBytes_; }
+  size_t mappedBytes() const { return mapBytes_; }
+  RankCtl& ctl(int r) const { return ctls_[r]; }
+  char* input(int r, uint32_t round) const { return inputs_ + (static_cast<size_t>(r) * 2 + (round & 1)) * slotBytes_; }
+  char* result(int r, uint32_t round) const {
+    return results_ + (static_cast<size_t>(r) * 2 + (round & 1)) * resultBytes_;
+  }
+
+  // Store v into word (release) and wake its sleepers, if any.
+  static void publish(FutexWord& word, FutexWord& waiters, uint32_t v);
+  // Wake everyone sleeping on any word (abort).
+  void wakeAll() const;
+  // A peer process that has exited (its pidfd is readable), or -1. A system call: slow path only.
+  int exitedPeer() const;
+  // Announce a collective that runs through the channels (the seqlock in RankCtl::current).
+  void announce(int rank, const DirectDesc& d) const;
+  // The peer's announced channel collective, if one is readable now.
+  bool announced(int peer, DirectDesc* d) const;
+
+ private:
+  DirectRegion() = default;
+  int nranks_ = 0;
+  char* base_ = nullptr;
+  size_t mapBytes_ = 0;
+  size_t slotBytes_ = 0, resultBytes_ = 0;
+  RankCtl* ctls_ = nullptr;
+  char* inputs_ = nullptr;
+  char* results_ = nullptr;
+  std::vector<int> pidfds_;  // per rank; -1 for ourselves, ranks in this process, or unknown
+};
+
+}  // namespace weft::engine
