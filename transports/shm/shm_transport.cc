@@ -45,6 +45,7 @@
 // delivered; a request that needs more fails with a sentence that says whether the peer closed the
 // connection (closed flag in shared memory) or its process exited.
 #include "transports/shm/shm_transport.h"
+#include "transports/request_queue.h"
 
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -170,9 +171,8 @@ struct Comm : SendComm, RecvComm {
   char* slots = nullptr;
   uint64_t pos = 0;     // sender: next slot to write (head); receiver: next slot to read (tail)
   uint64_t cached = 0;  // sender: last tail seen; receiver: last head seen
-  std::deque<ShmRequest*> queue;
+  RequestQueue<ShmRequest> queue{kMaxRequests};
   size_t cursor = 0;    // index in queue of the first incomplete request
-  std::vector<std::unique_ptr<ShmRequest>> pool;
   Status error;
   bool armed = false;   // our waiter flag was set by pollDescriptors()
   bool peerGone = false;
@@ -413,22 +413,6 @@ Status peerError(Comm* c, const ShmRequest* r) {
                        "): both sides must post the same messages before closing");
   return remoteError(who + " exited or was killed during " + what + " (" + progressText +
                      "): look at that process's output for why it stopped");
-}
-
-ShmRequest* allocRequest(Comm* c) {
-  for (auto& r : c->pool)
-    if (!r->inUse) {
-      *r = ShmRequest();
-      r->inUse = true;
-      r->comm = c;
-      return r.get();
-    }
-  if (c->pool.size() >= kMaxRequests) return nullptr;
-  c->pool.push_back(std::make_unique<ShmRequest>());
-  ShmRequest* r = c->pool.back().get();
-  r->inUse = true;
-  r->comm = c;
-  return r;
 }
 
 Status badHandle(const std::string& why) {
@@ -694,12 +678,8 @@ class ShmTransport final : public MessagingTransport {
   Status isend(SendComm* comm, const void* data, size_t size, uint32_t tag, void*, Request** request) override {
     auto* c = static_cast<Comm*>(comm);
     *request = nullptr;
-    ShmRequest* r = allocRequest(c);
+    ShmRequest* r = c->queue.post(c, data, size, tag, true);
     if (!r) return Status::ok();
-    r->data = const_cast<char*>(static_cast<const char*>(data));
-    r->capacity = r->size = size;
-    r->tag = tag;
-    c->queue.push_back(r);
     *request = r;
     progress(c);
     return Status::ok();
@@ -708,12 +688,8 @@ class ShmTransport final : public MessagingTransport {
   Status irecv(RecvComm* comm, void* data, size_t size, uint32_t tag, void*, Request** request) override {
     auto* c = static_cast<Comm*>(comm);
     *request = nullptr;
-    ShmRequest* r = allocRequest(c);
+    ShmRequest* r = c->queue.post(c, data, size, tag, false);
     if (!r) return Status::ok();
-    r->data = static_cast<char*>(data);
-    r->capacity = size;
-    r->tag = tag;
-    c->queue.push_back(r);
     *request = r;
     return Status::ok();
   }
@@ -743,12 +719,7 @@ class ShmTransport final : public MessagingTransport {
     }
     *done = true;
     if (size) *size = r->size;
-    r->retired = true;
-    while (!c->queue.empty() && c->queue.front()->retired) {
-      c->queue.front()->inUse = false;
-      c->queue.pop_front();
-      --c->cursor;
-    }
+    c->cursor -= c->queue.retire(r);
     return Status::ok();
   }
 

@@ -18,6 +18,7 @@
 #include "lib/core/log.h"
 #include "lib/core/net.h"
 #include "lib/core/util.h"
+#include "transports/request_queue.h"
 #include "transports/transport.h"
 
 namespace weft::transport {
@@ -80,9 +81,8 @@ struct Comm : SendComm, RecvComm {
   bool sending = false;
   int nsocks = 0;
   int fds[kMaxSocks];
-  std::deque<SockRequest*> queue;  // posted, in order
+  RequestQueue<SockRequest> queue{kMaxRequests};  // posted, in order
   size_t cursor[kMaxSocks] = {};   // per socket: index in queue of the request it works on
-  std::vector<std::unique_ptr<SockRequest>> pool;
   Status error;
   std::string peer;
 };
@@ -224,22 +224,6 @@ bool complete(const Comm* c, size_t index) {
   for (int i = 0; i < c->nsocks; ++i)
     if (c->cursor[i] <= index) return false;
   return true;
-}
-
-SockRequest* allocRequest(Comm* c) {
-  for (auto& r : c->pool)
-    if (!r->inUse) {
-      *r = SockRequest();
-      r->inUse = true;
-      r->comm = c;
-      return r.get();
-    }
-  if (c->pool.size() >= kMaxRequests) return nullptr;
-  c->pool.push_back(std::make_unique<SockRequest>());
-  SockRequest* r = c->pool.back().get();
-  r->inUse = true;
-  r->comm = c;
-  return r;
 }
 
 class SocketTransport final : public MessagingTransport {
@@ -434,14 +418,10 @@ class SocketTransport final : public MessagingTransport {
   Status isend(SendComm* comm, const void* data, size_t size, uint32_t tag, void*, Request** request) override {
     auto* c = static_cast<Comm*>(comm);
     *request = nullptr;
-    SockRequest* r = allocRequest(c);
+    SockRequest* r = c->queue.post(c, data, size, tag, true);
     if (!r) return Status::ok();
-    r->data = const_cast<char*>(static_cast<const char*>(data));
-    r->capacity = r->size = size;
-    r->tag = tag;
     r->header = MsgHeader{tag, kMsgMagic, size};
     r->headerKnown = true;
-    c->queue.push_back(r);
     *request = r;
     (void)progress(c);  // errors surface in test()
     return Status::ok();
@@ -450,12 +430,8 @@ class SocketTransport final : public MessagingTransport {
   Status irecv(RecvComm* comm, void* data, size_t size, uint32_t tag, void*, Request** request) override {
     auto* c = static_cast<Comm*>(comm);
     *request = nullptr;
-    SockRequest* r = allocRequest(c);
+    SockRequest* r = c->queue.post(c, data, size, tag, false);
     if (!r) return Status::ok();
-    r->data = static_cast<char*>(data);
-    r->capacity = size;
-    r->tag = tag;
-    c->queue.push_back(r);
     *request = r;
     return Status::ok();
   }
@@ -466,19 +442,14 @@ class SocketTransport final : public MessagingTransport {
     *done = false;
     // A peer that closes after its last message is not an error for the messages that arrived.
     Status ps = progress(c);
-    size_t index = 0;
-    while (index < c->queue.size() && c->queue[index] != r) ++index;
+    const size_t index = c->queue.indexOf(r);
     if (index == c->queue.size()) return internalError("socket transport: test() on an unknown request");
     if (!complete(c, index)) return ps;
     *done = true;
     if (size) *size = r->size;
     // Retire completed requests from the front (their cursors move with them).
-    r->retired = true;
-    while (!c->queue.empty() && c->queue.front()->retired) {
-      c->queue.front()->inUse = false;
-      c->queue.pop_front();
-      for (int i = 0; i < c->nsocks; ++i) --c->cursor[i];
-    }
+    const size_t left = c->queue.retire(r);
+    for (int i = 0; i < c->nsocks; ++i) c->cursor[i] -= left;
     return Status::ok();
   }
 
