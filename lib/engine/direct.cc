@@ -262,17 +262,18 @@ DirectRegion::~DirectRegion() {
     if (fd >= 0) close(fd);
 }
 
-void DirectRegion::publish(FutexWord& word, FutexWord& waiters, uint32_t v) {
-  word.value.store(v, std::memory_order_release);
+void DirectRegion::publish(std::atomic<uint32_t>& word, FutexWord& waiters, uint32_t v) {
+  word.store(v, std::memory_order_release);
   // Dekker with the waiter (increment count, full fence, re-check the word): either it sees v or
   // we see its count.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (waiters.value.load(std::memory_order_relaxed) != 0) futex::wakeAll(&word.value);
+  if (waiters.value.load(std::memory_order_relaxed) != 0) futex::wakeAll(&word);
 }
 
 void DirectRegion::wakeAll() const {
   for (int r = 0; r < nranks_; ++r) {
-    futex::wakeAll(&ctls_[r].arrive.value);
+    futex::wakeAll(&ctls_[r].arrive[0].value);
+    futex::wakeAll(&ctls_[r].arrive[1].value);
     futex::wakeAll(&ctls_[r].done.value);
   }
 }
@@ -378,13 +379,13 @@ void reduceN(DataType t, RedOp op, char* dst, const char* const* srcs, int n, si
 // mismatched channel collective and WEFT_TIMEOUT_MS.
 Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDesc& mine) {
   RankCtl& c = direct_->ctl(peer);
-  FutexWord& w = done ? c.done : c.arrive;
+  std::atomic<uint32_t>& word = done ? c.done.value : c.arrive[k & 1].value;
   FutexWord& waiters = done ? c.doneWaiters : c.arriveWaiters;
-  if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+  if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
   const uint64_t start = nowNs();
   uint64_t now = start;
   for (uint32_t i = 0;; ++i) {
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     if ((i & 63) == 0) {
       now = nowNs();
       if (abort_.load(std::memory_order_relaxed) || bootstrap_->hasError()) return checkInterrupt();
@@ -394,7 +395,7 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
   }
   // Yield the core until WEFT_SPIN_US.
   while (now - start < cfg_.spinUs * 1000) {
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     if (abort_.load(std::memory_order_relaxed) || bootstrap_->hasError()) return checkInterrupt();
     sched_yield();
     now = nowNs();
@@ -402,10 +403,10 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
   // Sleep on the futex in slices.
   for (;;) {
     waiters.value.fetch_add(1, std::memory_order_seq_cst);
-    uint32_t v = w.value.load(std::memory_order_seq_cst);
-    if (!reached(v, k)) futex::wait(&w.value, v, 10 * kNsPerMs);
+    uint32_t v = word.load(std::memory_order_seq_cst);
+    if (!reached(v, k)) futex::wait(&word, v, 10 * kNsPerMs);
     waiters.value.fetch_sub(1, std::memory_order_relaxed);
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     WEFT_TRY(checkInterrupt());
     now = nowNs();
     DirectDesc other;
@@ -540,27 +541,30 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
     RankCtl& own = R.ctl(me);
     const char* in = send + off * es;
     size_t so = 0, sl = 0;
+    const bool inlined = !twoShot && len * es <= kInlineBytes;
+    ArriveLine& line = own.arrive[k & 1];
     if (twoShot) {
       // Only the peers read our slot, and only their slices: ours is reduced from the input itself.
       coll::sliceOf(len, n, me, &so, &sl);
       std::memcpy(R.input(me, k), in, so * es);
       std::memcpy(R.input(me, k) + (so + sl) * es, in + (so + sl) * es, (len - so - sl) * es);
     } else {
-      std::memcpy(R.input(me, k), in, len * es);
+      std::memcpy(inlined ? line.small : reinterpret_cast<unsigned char*>(R.input(me, k)), in, len * es);
     }
-    own.desc[k & 1] = mine;
-    DirectRegion::publish(own.arrive, own.arriveWaiters, k);
+    line.desc = mine;
+    DirectRegion::publish(line.value, own.arriveWaiters, k);
     // Wait for every peer's input of this round (the next rank first: a ring-like order spreads
     // the waits).
     for (int i = 1; i < n; ++i) {
       const int q = (me + i) % n;
       s = directWait(q, false, k, mine);
       if (!s) return directFailed(s, op, mine);
-      const DirectDesc& theirs = R.ctl(q).desc[k & 1];
+      const DirectDesc& theirs = R.ctl(q).arrive[k & 1].desc;
       if (theirs != mine) return directFailed(directMismatch(q, mine, theirs), op, mine);
     }
     if (!twoShot) {
-      for (int q = 0; q < n; ++q) srcs[q] = R.input(q, k);
+      for (int q = 0; q < n; ++q)
+        srcs[q] = inlined ? reinterpret_cast<const char*>(R.ctl(q).arrive[k & 1].small) : R.input(q, k);
       char* dst = recv + off * es;
       reduceN(op.dtype, op.op, dst, srcs, n, len, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, len, n);
@@ -573,7 +577,7 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
       reduceN(op.dtype, op.op, res, srcs, n, sl, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, res, res, sl, n);
     }
-    DirectRegion::publish(own.done, own.doneWaiters, k);
+    DirectRegion::publish(own.done.value, own.doneWaiters, k);
     if (sl) copyOut(recv + (off + so) * es, res, sl * es, stream);
     for (int i = 1; i < n; ++i) {
       const int q = (me + i) % n;

@@ -13,8 +13,8 @@
 //
 // Protocol (rounds): a call runs in rounds of at most slotBytes of input per rank; every round has a
 // number k (a per-communicator counter, the same on every rank) and uses the slots of parity k & 1.
-//   one-shot round k: copy own input chunk into in[me][k&1]; write desc[me][k&1]; publish
-//     arrive[me] = k; wait arrive[q] >= k for every peer q (checking desc[q][k&1] = ours: the op
+//   one-shot round k: copy own input chunk into in[me][k&1] (a call of at most kInlineBytes: into
+//     arrive[me][k&1].small); write arrive[me][k&1].desc; publish arrive[me][k&1] = k; wait arrive[q] >= k for every peer q (checking desc[q][k&1] = ours: the op
 //     check); reduce in[0..n-1][k&1] in rank order into the output.
 //   two-shot round k: the same first half; then reduce slice `me` of the n input slots in rank
 //     order into res[me][k&1]; publish done[me] = k; wait done[q] >= k and copy slice q from
@@ -57,12 +57,25 @@ struct alignas(128) FutexWord {
   std::atomic<uint32_t> value{0};
 };
 
+// Inputs of at most this many bytes travel inside the arrive line itself (one cache-line transfer
+// per peer and call: flag, op check and data together).
+inline constexpr size_t kInlineBytes = 32;
+
+// One per round parity, each on its own 128-byte block: a round's line is written once by its
+// owner and then only read until the round after next, so readers never contend with the writer.
+struct alignas(128) ArriveLine {
+  std::atomic<uint32_t> value{0};  // futex word: last round of this parity whose input is published
+  uint32_t pad = 0;
+  DirectDesc desc;                 // the call that round belongs to (the op check)
+  alignas(8) unsigned char small[kInlineBytes];  // a one-round one-shot input of <= kInlineBytes
+};
+static_assert(sizeof(DirectDesc) + 8 + kInlineBytes <= 64, "the arrive fields share one cache line");
+
 struct RankCtl {
-  FutexWord arrive;          // last round whose input this rank has published
-  FutexWord arriveWaiters;   // peers sleeping on arrive
+  ArriveLine arrive[2];
+  FutexWord arriveWaiters;   // peers sleeping on either arrive word
   FutexWord done;            // two-shot: last round whose result slice this rank has published
   FutexWord doneWaiters;
-  alignas(128) DirectDesc desc[2];  // per round parity: the call the round belongs to
   // The collective this rank is in when it runs through the channels (not direct): a seqlock
   // (gen odd while writing), so that a direct rank waiting at the same sequence number can tell
   // that its peer called something else.
@@ -90,7 +103,7 @@ class DirectRegion {
   }
 
   // Store v into word (release) and wake its sleepers, if any.
-  static void publish(FutexWord& word, FutexWord& waiters, uint32_t v);
+  static void publish(std::atomic<uint32_t>& word, FutexWord& waiters, uint32_t v);
   // Wake everyone sleeping on any word (abort).
   void wakeAll() const;
   // A peer process that has exited (its pidfd is readable), or -1. A system call: slow path only.
