@@ -24,10 +24,12 @@
 // every peer to have finished round k-2. So when a rank writes its slots of parity k&1 in round k,
 // no peer still reads what it wrote there in round k-2: two parities suffice.
 //
-// Waiting: arrive and done are 32-bit futex words (each on its own 128-byte block, with a waiter
-// count on another): a waiter spins briefly, then yields, then increments the waiter count and
-// sleeps in FUTEX_WAIT (shared, not private) in bounded slices; the publisher stores the word,
-// fences, and calls FUTEX_WAKE only when the waiter count is non-zero.
+// Waiting: a waiter spins briefly on the peer's word, then yields, then increments a waiter count
+// and sleeps in FUTEX_WAIT (shared, not private) in bounded slices on a shared counter. With more
+// ranks than cores (counting mode) every rank increments the counter after publishing its word
+// and the increment that completes round k (n x k) calls FUTEX_WAKE, only when the waiter count
+// is non-zero: a rank sleeps at most once per round, one wake-up call per round. Otherwise the
+// publisher stores its word, fences, and bumps the counter and wakes only when it sees a sleeper.
 #pragma once
 
 #include <atomic>
@@ -73,9 +75,7 @@ static_assert(sizeof(DirectDesc) + 8 + kInlineBytes <= 64, "the arrive fields sh
 
 struct RankCtl {
   ArriveLine arrive[2];
-  FutexWord arriveWaiters;   // peers sleeping on either arrive word
   FutexWord done;            // two-shot: last round whose result slice this rank has published
-  FutexWord doneWaiters;
   // The collective this rank is in when it runs through the channels (not direct): a seqlock
   // (gen odd while writing), so that a direct rank waiting at the same sequence number can tell
   // that its peer called something else.
@@ -83,12 +83,21 @@ struct RankCtl {
   DirectDesc current;
 };
 
+// Shared by all ranks: arrivals and results counted across ranks, so that a sleeping rank sleeps
+// once per round (until all have arrived) and only the last arriver calls FUTEX_WAKE.
+struct SharedCtl {
+  FutexWord arrivals;
+  FutexWord arrivalWaiters;
+  FutexWord dones;
+  FutexWord doneWaiters;
+};
+
 class DirectRegion {
  public:
   // Collective over the bootstrap (every rank must call it, in the same order relative to other
   // bootstrap traffic). On failure *out stays null and the status says why.
-  static Status create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, uint64_t deadlineNs,
-                       std::unique_ptr<DirectRegion>* out);
+  static Status create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, bool counting,
+                       uint64_t deadlineNs, std::unique_ptr<DirectRegion>* out);
   ~DirectRegion();
   DirectRegion(const DirectRegion&) = delete;
   DirectRegion& operator=(const DirectRegion&) = delete;
@@ -102,8 +111,19 @@ class DirectRegion {
     return results_ + (static_cast<size_t>(r) * 2 + (round & 1)) * resultBytes_;
   }
 
-  // Store v into word (release) and wake its sleepers, if any.
-  static void publish(std::atomic<uint32_t>& word, FutexWord& waiters, uint32_t v);
+  // Store round k into this rank's word (release), then count the arrival (or, done: the published
+  // result) in the shared counter; the last of the n ranks wakes the sleepers, if any.
+  void publish(std::atomic<uint32_t>& word, bool done, uint32_t k);
+  // Counting mode (set at creation, the same on every rank): the counters count arrivals exactly
+  // (used when this host's ranks outnumber its cores, where ranks sleep often). Otherwise a
+  // counter is only a wake-up sequence, bumped by a publisher that sees a sleeper, and the fast
+  // path costs no shared read-modify-write.
+  bool counting() const { return counting_; }
+  // The shared counters a sleeper waits on: n x k once every rank has arrived at (done) round k.
+  std::atomic<uint32_t>& counter(bool done) const { return done ? shared_->dones.value : shared_->arrivals.value; }
+  std::atomic<uint32_t>& counterWaiters(bool done) const {
+    return done ? shared_->doneWaiters.value : shared_->arrivalWaiters.value;
+  }
   // Wake everyone sleeping on any word (abort).
   void wakeAll() const;
   // A peer process that has exited (its pidfd is readable), or -1. A system call: slow path only.
@@ -120,6 +140,8 @@ class DirectRegion {
   size_t mapBytes_ = 0;
   size_t slotBytes_ = 0, resultBytes_ = 0;
   RankCtl* ctls_ = nullptr;
+  SharedCtl* shared_ = nullptr;
+  bool counting_ = false;
   char* inputs_ = nullptr;
   char* results_ = nullptr;
   std::vector<int> pidfds_;  // per rank; -1 for ourselves, ranks in this process, or unknown
