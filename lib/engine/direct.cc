@@ -33,6 +33,7 @@ namespace {
 constexpr uint64_t kRegionMagic = 0x7463657269642d77ull;  // "w-direct"
 constexpr uint64_t kSetupTag = (uint64_t{1} << 42) | 1;
 constexpr size_t kPage = 4096;
+constexpr size_t kSharedOff = 1024;  // SharedCtl, in the header page
 constexpr uint64_t kNsPerMs = 1000000ull;
 
 struct Header {
@@ -54,6 +55,8 @@ struct Hello {  // others -> rank 0, over the unix socket
   int32_t rank;
   int32_t pad;
 };
+
+static_assert(sizeof(Header) <= kSharedOff && kSharedOff + sizeof(SharedCtl) <= kPage, "the header page's layout");
 
 size_t roundUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -125,11 +128,12 @@ int openPidfd(int pid) {
 }
 }  // namespace
 
-Status DirectRegion::create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, uint64_t deadlineNs,
-                            std::unique_ptr<DirectRegion>* out) {
+Status DirectRegion::create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, bool counting,
+                            uint64_t deadlineNs, std::unique_ptr<DirectRegion>* out) {
   out->reset();
   std::unique_ptr<DirectRegion> d(new DirectRegion());
   d->nranks_ = nranks;
+  d->counting_ = counting;
   d->slotBytes_ = roundUp(slotBytes, kPage);
   d->resultBytes_ = roundUp(d->slotBytes_ / static_cast<size_t>(nranks) + 64, 64);
   const size_t ctlOff = kPage;
@@ -226,6 +230,7 @@ Status DirectRegion::create(bootstrap::Bootstrap& bs, int rank, int nranks, size
   if (s) {
     d->base_ = static_cast<char*>(p);
     d->ctls_ = reinterpret_cast<RankCtl*>(d->base_ + ctlOff);
+    d->shared_ = reinterpret_cast<SharedCtl*>(d->base_ + kSharedOff);
     d->inputs_ = d->base_ + inOff;
     d->results_ = d->base_ + resOff;
     if (rank == 0) {
@@ -236,6 +241,7 @@ Status DirectRegion::create(bootstrap::Bootstrap& bs, int rank, int nranks, size
       h->resultBytes = d->resultBytes_;
       h->mapBytes = d->mapBytes_;
       for (int r = 0; r < nranks; ++r) new (&d->ctls_[r]) RankCtl();
+      new (d->shared_) SharedCtl();
     }
   }
   // Everyone has mapped (or failed) before anyone uses it: an all-gather of the outcome.
@@ -262,19 +268,30 @@ DirectRegion::~DirectRegion() {
     if (fd >= 0) close(fd);
 }
 
-void DirectRegion::publish(FutexWord& word, FutexWord& waiters, uint32_t v) {
-  word.value.store(v, std::memory_order_release);
-  // Dekker with the waiter (increment count, full fence, re-check the word): either it sees v or
-  // we see its count.
+void DirectRegion::publish(std::atomic<uint32_t>& word, bool done, uint32_t k) {
+  word.store(k, std::memory_order_release);
+  if (counting_) {
+    // The word precedes the count, so a rank that sees the count complete sees every word. Dekker
+    // with a sleeper (raise the waiter count, then re-read the counter): the read-modify-write is
+    // a full barrier, so either it sees the completed count or we see its waiter count.
+    const uint32_t c = counter(done).fetch_add(1, std::memory_order_seq_cst) + 1;
+    if (c == static_cast<uint32_t>(nranks_) * k && counterWaiters(done).load(std::memory_order_seq_cst) != 0)
+      futex::wakeAll(&counter(done));
+    return;
+  }
+  // Dekker with a sleeper (raise the waiter count, read the counter, re-read our word): either it
+  // sees our word or we see its count, bump the counter (so its FUTEX_WAIT on the old value
+  // returns) and wake it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (waiters.value.load(std::memory_order_relaxed) != 0) futex::wakeAll(&word.value);
+  if (counterWaiters(done).load(std::memory_order_relaxed) != 0) {
+    counter(done).fetch_add(1, std::memory_order_seq_cst);
+    futex::wakeAll(&counter(done));
+  }
 }
 
 void DirectRegion::wakeAll() const {
-  for (int r = 0; r < nranks_; ++r) {
-    futex::wakeAll(&ctls_[r].arrive.value);
-    futex::wakeAll(&ctls_[r].done.value);
-  }
+  futex::wakeAll(&counter(false));
+  futex::wakeAll(&counter(true));
 }
 
 int DirectRegion::exitedPeer() const {
@@ -378,13 +395,12 @@ void reduceN(DataType t, RedOp op, char* dst, const char* const* srcs, int n, si
 // mismatched channel collective and WEFT_TIMEOUT_MS.
 Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDesc& mine) {
   RankCtl& c = direct_->ctl(peer);
-  FutexWord& w = done ? c.done : c.arrive;
-  FutexWord& waiters = done ? c.doneWaiters : c.arriveWaiters;
-  if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+  std::atomic<uint32_t>& word = done ? c.done.value : c.arrive[k & 1].value;
+  if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
   const uint64_t start = nowNs();
   uint64_t now = start;
   for (uint32_t i = 0;; ++i) {
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     if ((i & 63) == 0) {
       now = nowNs();
       if (abort_.load(std::memory_order_relaxed) || bootstrap_->hasError()) return checkInterrupt();
@@ -394,18 +410,22 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
   }
   // Yield the core until WEFT_SPIN_US.
   while (now - start < cfg_.spinUs * 1000) {
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     if (abort_.load(std::memory_order_relaxed) || bootstrap_->hasError()) return checkInterrupt();
     sched_yield();
     now = nowNs();
   }
-  // Sleep on the futex in slices.
+  // Sleep on the shared counter in slices, until every rank has arrived (or published its slice).
+  std::atomic<uint32_t>& ctr = direct_->counter(done);
+  std::atomic<uint32_t>& waiters = direct_->counterWaiters(done);
+  const uint32_t target = static_cast<uint32_t>(nranks_) * k;
   for (;;) {
-    waiters.value.fetch_add(1, std::memory_order_seq_cst);
-    uint32_t v = w.value.load(std::memory_order_seq_cst);
-    if (!reached(v, k)) futex::wait(&w.value, v, 10 * kNsPerMs);
-    waiters.value.fetch_sub(1, std::memory_order_relaxed);
-    if (reached(w.value.load(std::memory_order_acquire), k)) return Status::ok();
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    uint32_t v = ctr.load(std::memory_order_seq_cst);
+    const bool all = direct_->counting() && reached(v, target);
+    if (!all && !reached(word.load(std::memory_order_seq_cst), k)) futex::wait(&ctr, v, 10 * kNsPerMs);
+    waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     WEFT_TRY(checkInterrupt());
     now = nowNs();
     DirectDesc other;
@@ -462,11 +482,12 @@ Status Communicator::setupDirect() {
     if (bootstrap_->peer(r).hostId != bootstrap_->peer(rank_).hostId) return Status::ok();
   // Every rank must agree (WEFT_DIRECT / WEFT_DIRECT_BYTES could differ between processes).
   struct Want {
-    int64_t on;
+    int32_t on;
+    int32_t oversubscribed;
     uint64_t bytes;
   };
   std::vector<Want> want(static_cast<size_t>(nranks_));
-  want[static_cast<size_t>(rank_)] = {cfg_.direct ? 1 : 0, cfg_.directBytes};
+  want[static_cast<size_t>(rank_)] = {cfg_.direct ? 1 : 0, pureSpinNs_ == 0 ? 1 : 0, cfg_.directBytes};
   const uint64_t deadline = nowNs() + cfg_.initTimeoutMs * kNsPerMs;
   WEFT_TRY(bootstrap_->allGather(want.data(), sizeof(Want), deadline));
   for (const Want& w : want) {
@@ -480,7 +501,10 @@ Status Communicator::setupDirect() {
       return Status::ok();
     }
   }
-  Status s = DirectRegion::create(*bootstrap_, rank_, nranks_, cfg_.directBytes, deadline, &direct_);
+  // Counting mode when any rank finds this host oversubscribed (they normally all agree).
+  bool counting = false;
+  for (const Want& w : want) counting |= w.oversubscribed != 0;
+  Status s = DirectRegion::create(*bootstrap_, rank_, nranks_, cfg_.directBytes, counting, deadline, &direct_);
   if (!s) {
     direct_.reset();
     if (bootstrap_->hasError() || abort_.load()) return s;
@@ -540,27 +564,30 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
     RankCtl& own = R.ctl(me);
     const char* in = send + off * es;
     size_t so = 0, sl = 0;
+    const bool inlined = !twoShot && len * es <= kInlineBytes;
+    ArriveLine& line = own.arrive[k & 1];
     if (twoShot) {
       // Only the peers read our slot, and only their slices: ours is reduced from the input itself.
       coll::sliceOf(len, n, me, &so, &sl);
       std::memcpy(R.input(me, k), in, so * es);
       std::memcpy(R.input(me, k) + (so + sl) * es, in + (so + sl) * es, (len - so - sl) * es);
     } else {
-      std::memcpy(R.input(me, k), in, len * es);
+      std::memcpy(inlined ? line.small : reinterpret_cast<unsigned char*>(R.input(me, k)), in, len * es);
     }
-    own.desc[k & 1] = mine;
-    DirectRegion::publish(own.arrive, own.arriveWaiters, k);
+    line.desc = mine;
+    R.publish(line.value, false, k);
     // Wait for every peer's input of this round (the next rank first: a ring-like order spreads
     // the waits).
     for (int i = 1; i < n; ++i) {
       const int q = (me + i) % n;
       s = directWait(q, false, k, mine);
       if (!s) return directFailed(s, op, mine);
-      const DirectDesc& theirs = R.ctl(q).desc[k & 1];
+      const DirectDesc& theirs = R.ctl(q).arrive[k & 1].desc;
       if (theirs != mine) return directFailed(directMismatch(q, mine, theirs), op, mine);
     }
     if (!twoShot) {
-      for (int q = 0; q < n; ++q) srcs[q] = R.input(q, k);
+      for (int q = 0; q < n; ++q)
+        srcs[q] = inlined ? reinterpret_cast<const char*>(R.ctl(q).arrive[k & 1].small) : R.input(q, k);
       char* dst = recv + off * es;
       reduceN(op.dtype, op.op, dst, srcs, n, len, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, dst, dst, len, n);
@@ -573,7 +600,7 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
       reduceN(op.dtype, op.op, res, srcs, n, sl, es);
       if (op.op == RedOp::kAvg) reduce::divide(op.dtype, res, res, sl, n);
     }
-    DirectRegion::publish(own.done, own.doneWaiters, k);
+    R.publish(own.done.value, true, k);
     if (sl) copyOut(recv + (off + so) * es, res, sl * es, stream);
     for (int i = 1; i < n; ++i) {
       const int q = (me + i) % n;

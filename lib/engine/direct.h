@@ -13,8 +13,8 @@
 //
 // Protocol (rounds): a call runs in rounds of at most slotBytes of input per rank; every round has a
 // number k (a per-communicator counter, the same on every rank) and uses the slots of parity k & 1.
-//   one-shot round k: copy own input chunk into in[me][k&1]; write desc[me][k&1]; publish
-//     arrive[me] = k; wait arrive[q] >= k for every peer q (checking desc[q][k&1] = ours: the op
+//   one-shot round k: copy own input chunk into in[me][k&1] (a call of at most kInlineBytes: into
+//     arrive[me][k&1].small); write arrive[me][k&1].desc; publish arrive[me][k&1] = k; wait arrive[q] >= k for every peer q (checking desc[q][k&1] = ours: the op
 //     check); reduce in[0..n-1][k&1] in rank order into the output.
 //   two-shot round k: the same first half; then reduce slice `me` of the n input slots in rank
 //     order into res[me][k&1]; publish done[me] = k; wait done[q] >= k and copy slice q from
@@ -24,10 +24,12 @@
 // every peer to have finished round k-2. So when a rank writes its slots of parity k&1 in round k,
 // no peer still reads what it wrote there in round k-2: two parities suffice.
 //
-// Waiting: arrive and done are 32-bit futex words (each on its own 128-byte block, with a waiter
-// count on another): a waiter spins briefly, then yields, then increments the waiter count and
-// sleeps in FUTEX_WAIT (shared, not private) in bounded slices; the publisher stores the word,
-// fences, and calls FUTEX_WAKE only when the waiter count is non-zero.
+// Waiting: a waiter spins briefly on the peer's word, then yields, then increments a waiter count
+// and sleeps in FUTEX_WAIT (shared, not private) in bounded slices on a shared counter. With more
+// ranks than cores (counting mode) every rank increments the counter after publishing its word
+// and the increment that completes round k (n x k) calls FUTEX_WAKE, only when the waiter count
+// is non-zero: a rank sleeps at most once per round, one wake-up call per round. Otherwise the
+// publisher stores its word, fences, and bumps the counter and wakes only when it sees a sleeper.
 #pragma once
 
 #include <atomic>
@@ -57,12 +59,23 @@ struct alignas(128) FutexWord {
   std::atomic<uint32_t> value{0};
 };
 
+// Inputs of at most this many bytes travel inside the arrive line itself (one cache-line transfer
+// per peer and call: flag, op check and data together).
+inline constexpr size_t kInlineBytes = 32;
+
+// One per round parity, each on its own 128-byte block: a round's line is written once by its
+// owner and then only read until the round after next, so readers never contend with the writer.
+struct alignas(128) ArriveLine {
+  std::atomic<uint32_t> value{0};  // futex word: last round of this parity whose input is published
+  uint32_t pad = 0;
+  DirectDesc desc;                 // the call that round belongs to (the op check)
+  alignas(8) unsigned char small[kInlineBytes];  // a one-round one-shot input of <= kInlineBytes
+};
+static_assert(sizeof(DirectDesc) + 8 + kInlineBytes <= 64, "the arrive fields share one cache line");
+
 struct RankCtl {
-  FutexWord arrive;          // last round whose input this rank has published
-  FutexWord arriveWaiters;   // peers sleeping on arrive
+  ArriveLine arrive[2];
   FutexWord done;            // two-shot: last round whose result slice this rank has published
-  FutexWord doneWaiters;
-  alignas(128) DirectDesc desc[2];  // per round parity: the call the round belongs to
   // The collective this rank is in when it runs through the channels (not direct): a seqlock
   // (gen odd while writing), so that a direct rank waiting at the same sequence number can tell
   // that its peer called something else.
@@ -70,12 +83,21 @@ struct RankCtl {
   DirectDesc current;
 };
 
+// Shared by all ranks: arrivals and results counted across ranks, so that a sleeping rank sleeps
+// once per round (until all have arrived) and only the last arriver calls FUTEX_WAKE.
+struct SharedCtl {
+  FutexWord arrivals;
+  FutexWord arrivalWaiters;
+  FutexWord dones;
+  FutexWord doneWaiters;
+};
+
 class DirectRegion {
  public:
   // Collective over the bootstrap (every rank must call it, in the same order relative to other
   // bootstrap traffic). On failure *out stays null and the status says why.
-  static Status create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, uint64_t deadlineNs,
-                       std::unique_ptr<DirectRegion>* out);
+  static Status create(bootstrap::Bootstrap& bs, int rank, int nranks, size_t slotBytes, bool counting,
+                       uint64_t deadlineNs, std::unique_ptr<DirectRegion>* out);
   ~DirectRegion();
   DirectRegion(const DirectRegion&) = delete;
   DirectRegion& operator=(const DirectRegion&) = delete;
@@ -89,8 +111,19 @@ class DirectRegion {
     return results_ + (static_cast<size_t>(r) * 2 + (round & 1)) * resultBytes_;
   }
 
-  // Store v into word (release) and wake its sleepers, if any.
-  static void publish(FutexWord& word, FutexWord& waiters, uint32_t v);
+  // Store round k into this rank's word (release), then count the arrival (or, done: the published
+  // result) in the shared counter; the last of the n ranks wakes the sleepers, if any.
+  void publish(std::atomic<uint32_t>& word, bool done, uint32_t k);
+  // Counting mode (set at creation, the same on every rank): the counters count arrivals exactly
+  // (used when this host's ranks outnumber its cores, where ranks sleep often). Otherwise a
+  // counter is only a wake-up sequence, bumped by a publisher that sees a sleeper, and the fast
+  // path costs no shared read-modify-write.
+  bool counting() const { return counting_; }
+  // The shared counters a sleeper waits on: n x k once every rank has arrived at (done) round k.
+  std::atomic<uint32_t>& counter(bool done) const { return done ? shared_->dones.value : shared_->arrivals.value; }
+  std::atomic<uint32_t>& counterWaiters(bool done) const {
+    return done ? shared_->doneWaiters.value : shared_->arrivalWaiters.value;
+  }
   // Wake everyone sleeping on any word (abort).
   void wakeAll() const;
   // A peer process that has exited (its pidfd is readable), or -1. A system call: slow path only.
@@ -107,6 +140,8 @@ class DirectRegion {
   size_t mapBytes_ = 0;
   size_t slotBytes_ = 0, resultBytes_ = 0;
   RankCtl* ctls_ = nullptr;
+  SharedCtl* shared_ = nullptr;
+  bool counting_ = false;
   char* inputs_ = nullptr;
   char* results_ = nullptr;
   std::vector<int> pidfds_;  // per rank; -1 for ourselves, ranks in this process, or unknown
