@@ -297,9 +297,17 @@ class CudaComm final : public DeviceComm {
       else if (r.hostId != me.hostId) why = "rank " + std::to_string(p) + " is on another host: device buffers work inside a node only";
       else if (r.stageBytes != me.stageBytes) why = "ranks disagree on WEFT_CUDA_STAGE_BYTES";
     }
+    if (!why.empty()) {
+      // Every rank saw the same infos, so every rank stops here alike (host-only programs: one
+      // exchange per communicator, no CUDA call).
+      unlinkSegment();
+      *whyNot = why;
+      release();
+      return Status::ok();
+    }
     // Pairwise: map every peer (same process: its pointers; another process: CUDA IPC), peer access
     // between different GPUs.
-    if (why.empty()) why = connectPeers(all);
+    why = connectPeers(all);
     // Every rank learns every rank's verdict: one refusal refuses the device path everywhere.
     std::vector<Verdict> verdicts(static_cast<size_t>(n));
     Verdict& mine = verdicts[static_cast<size_t>(rank)];
