@@ -128,8 +128,12 @@ struct DevExec {
   }
 };
 
+// One block per SM is the design (grid <= SMs / ranks on the GPU), so ptxas may use up to 128
+// registers: with the default bound it capped at 64 and spilled (up to 328 bytes) in the narrow
+// float kernels; with this one no kernel spills (sm_90, -Xptxas -v; 128-byte stack: the pointer
+// arrays of runCall).
 template <class Tr, class Op>
-__global__ void __launch_bounds__(kBlockThreads) collKernel(DevComm c, CallDesc d) {
+__global__ void __launch_bounds__(kBlockThreads, 1) collKernel(DevComm c, CallDesc d) {
   DevExec<Tr, Op> x;
   x.block = static_cast<int>(blockIdx.x);
   x.g = static_cast<uint64_t>(blockIdx.x) * kBlockThreads + threadIdx.x;
