@@ -34,6 +34,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -122,6 +123,7 @@ struct Options {
   int average = 1;
   int ranks = 2;
   bool ranksGiven = false;
+  int nthreads = 1;  // -t: ranks per spawned process, as threads (nccl-tests' -t)
   int root = 0;
   bool rootAll = false;
   std::string compare;  // --compare: "" (none), "mpi" or "gloo"
@@ -157,7 +159,9 @@ void usage(FILE* out) {
       "  -a, --average <0-3>       time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)\n"
       "  -r, --root <r|all>        root of broadcast and reduce, or all = every rank in turn\n"
       "                            (default 0; ignored by the collectives without a root)\n"
-      "  -t, --nthreads 1, -g, --ngpus 1   accepted for compatibility (only 1)\n"
+      "  -t, --nthreads <n>        ranks per process, as threads (default 1): --ranks N spawns\n"
+      "                            N/n processes of n threads (N a multiple of n)\n"
+      "  -g, --ngpus 1             accepted for compatibility (only 1)\n"
       "  -T, --timeout <s>         kill the ranks and fail after s seconds (default 0 = none)\n"
       "      --ranks <n>           number of local ranks to spawn (default 2); giving it spawns\n"
       "                            local ranks even under a launcher\n"
@@ -294,9 +298,7 @@ Options parseOptions(int argc, char** argv) {
         o.rootAll = std::strcmp(optarg, "all") == 0;
         if (!o.rootAll) o.root = intArg("-r/--root", optarg, 0, 1 << 30);
         break;
-      case 't':
-        intArg("-t/--nthreads", optarg, 1, 1);
-        break;
+      case 't': o.nthreads = intArg("-t/--nthreads", optarg, 1, 1024); break;
       case 'g':
         intArg("-g/--ngpus", optarg, 1, 1);
         break;
@@ -354,8 +356,9 @@ Options parseOptions(int argc, char** argv) {
 // ------------------------------------------------------------------------------------------------
 // Worker
 
-weftComm_t gComm = nullptr;
-int gRank = -1, gNranks = 0;
+// Per rank: with -t the ranks of one process are threads.
+thread_local weftComm_t gComm = nullptr;
+thread_local int gRank = -1, gNranks = 0;
 
 [[noreturn]] void weftFailed(const char* expr, weftResult_t r) {
   const char* paren = std::strchr(expr, '(');
@@ -601,7 +604,8 @@ void bindSpawnedRank(int rank, int nranks) {
 
 int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
               const std::string& mpiTimesPath) {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  static std::once_flag lineBuffered;
+  std::call_once(lineBuffered, [] { std::setvbuf(stdout, nullptr, _IOLBF, 0); });
   gRank = rank;
   gNranks = nranks;
   if (id) {
@@ -635,9 +639,9 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     std::printf("# weft-bench version %d.%d.%d weft-headers=%d weft-library=%d\n", WEFT_MAJOR,
                 WEFT_MINOR, WEFT_PATCH, WEFT_VERSION_CODE, version);
     std::printf("# Collective test starting: %s\n", o.collective.c_str());
-    std::printf("# nThread 1 nGpus 1 minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
+    std::printf("# nThread %d nGpus 1 minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
                 "iters: %d agg iters: %d validation: %d graph: 0 unalign: 0\n",
-                o.minBytes, o.maxBytes, o.stepFactor > 1 ? static_cast<size_t>(o.stepFactor) : o.stepBytes,
+                o.nthreads, o.minBytes, o.maxBytes, o.stepFactor > 1 ? static_cast<size_t>(o.stepFactor) : o.stepBytes,
                 o.stepFactor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.aggIters, o.check);
     if (o.blocking == 1 || o.blocking == 3) {
       std::printf("#\n# Blocking Enabled: barrier after each iteration (not timed)\n");
@@ -1076,13 +1080,13 @@ int launchRanks(const Options& o, int argc, char** argv, const std::string& mpiT
     return kExitError;
   }
   const std::string hex = toHex(id);
-  const int n = o.ranks;
+  const int n = o.ranks / o.nthreads;  // processes; process i runs ranks i*T .. i*T+T-1 (-t T)
 
   // Everything the children need is built before forking (the parent has threads).
   std::vector<std::string> tokens(n);
   std::vector<std::vector<char*>> childArgv(n);
   for (int rank = 0; rank < n; ++rank) {
-    tokens[rank] = std::to_string(rank) + ":" + std::to_string(n) + ":" + hex;
+    tokens[rank] = std::to_string(rank * o.nthreads) + ":" + std::to_string(o.ranks) + ":" + hex;
     childArgv[rank].push_back(argv[0]);
     childArgv[rank].push_back(const_cast<char*>(kWorkerFlag));
     childArgv[rank].push_back(tokens[rank].data());
@@ -1277,9 +1281,18 @@ int main(int argc, char** argv) {
     const std::string mpiTimes = argv[3];
     argv[3] = argv[0];
     const Options o = parseOptions(argc - 3, argv + 3);
-    return runWorker(o, &id, rank, nranks, mpiTimes);
+    if (o.nthreads == 1) return runWorker(o, &id, rank, nranks, mpiTimes);
+    // -t T: this process's T ranks as threads; the worst exit code.
+    std::vector<int> rcs(static_cast<size_t>(o.nthreads), 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < o.nthreads; ++t)
+      threads.emplace_back([&, t] { rcs[static_cast<size_t>(t)] = runWorker(o, &id, rank + t, nranks, mpiTimes); });
+    for (auto& th : threads) th.join();
+    return *std::max_element(rcs.begin(), rcs.end());
   }
   const Options o = parseOptions(argc, argv);
+  if (o.nthreads > 1 && o.ranks % o.nthreads != 0)
+    usageError("--ranks " + std::to_string(o.ranks) + " is not a multiple of -t/--nthreads " + std::to_string(o.nthreads));
   if (!o.ranksGiven) {
     if (const char* var = launcherEnv()) {
       if (!o.compare.empty()) {
@@ -1287,6 +1300,7 @@ int main(int argc, char** argv) {
                    ": run weft-bench without a launcher "
                    "(found " + var + "), or give --ranks N to spawn local ranks");
       }
+      if (o.nthreads > 1) usageError("-t/--nthreads > 1 needs spawned ranks (--ranks N), not a launcher");
       return runUnderLauncher(o);
     }
   }

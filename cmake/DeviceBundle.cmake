@@ -15,7 +15,7 @@ if(WEFT_BUNDLE AND WEFT_HAVE_CUDA AND TARGET weft-device-test)
   target_link_options(weft PRIVATE -static-libstdc++ -static-libgcc)
   add_custom_target(weft-device-bundle-files
     COMMAND ${PROJECT_SOURCE_DIR}/tests/gpu/make-bundle.sh ${PROJECT_BINARY_DIR}/bundle
-            $<TARGET_FILE:weft-device-test> $<TARGET_FILE:weft-device-kernel-test> $<TARGET_FILE:weft-device-bench>
-    DEPENDS weft weft-device-test weft-device-kernel-test weft-device-bench
+            $<TARGET_FILE:weft-device-test> $<TARGET_FILE:weft-device-coll-test> $<TARGET_FILE:weft-device-kernel-test> $<TARGET_FILE:weft-device-bench>
+    DEPENDS weft weft-device-test weft-device-coll-test weft-device-kernel-test weft-device-bench
     VERBATIM)
 endif()

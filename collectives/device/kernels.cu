@@ -1,5 +1,5 @@
-// The device collective kernels: one-shot all-reduce over ranks that share a GPU (staging halves and
-// flags of lib/device/protocol.h), and the plain two-input reduction used by benchmarks and the
+// The device collective kernels: every collective over the ranks of a communicator on the device
+// path (one kernel per type and op running protocol.h's runCall: staging halves and flags), and the plain two-input reduction used by benchmarks and the
 // element-exact tests. Every (type, op) pair is instantiated; avg is the sum kernel plus the divide
 // post-op.
 #include <cuda_runtime.h>
@@ -46,91 +46,99 @@ __device__ __forceinline__ uint4 divideVec(uint4 a, int n) {
   return x.v;
 }
 
-// Loads that skip L1 (peers write staging from other kernels; L2 is the coherence point).
-__device__ __forceinline__ uint4 ldcg(const uint4* p) { return __ldcg(p); }
+// Loads that skip L1 (peers write staging from other kernels and processes; L2 is the coherence
+// point on one GPU, and peer memory is not cached in L1 across the acquire).
+__device__ __forceinline__ uint4 ldcg(const char* p) { return __ldcg(reinterpret_cast<const uint4*>(p)); }
 template <class S>
-__device__ __forceinline__ S ldcgScalar(const S* p) { return *static_cast<const volatile S*>(p); }
+__device__ __forceinline__ S ldS(const char* p) { return *reinterpret_cast<const volatile S*>(p); }
+template <class S>
+__device__ __forceinline__ void stS(char* p, S v) { *reinterpret_cast<S*>(p) = v; }
 
+// The GPU executor of protocol.h's runCall: thread g of `stride` threads owns staging granules
+// G = g (mod stride). A granule is moved as one 16-byte vector when every pointer of the range is
+// 16-byte aligned and the granule whole, else element by element.
 template <class Tr, class Op>
-__global__ void __launch_bounds__(kBlockThreads)
-    oneShotKernel(DevComm c, const char* __restrict__ send, char* __restrict__ recv, uint64_t bytes, int vec, int avg) {
+struct DevExec {
   using S = typename Tr::S;
-  __shared__ uint64_t sBase;
-  __shared__ uint32_t sStatus;
-  const int b = blockIdx.x;
-  const int t = threadIdx.x;
-  const uint64_t stride = static_cast<uint64_t>(gridDim.x) * kBlockThreads;
-  const uint64_t first = static_cast<uint64_t>(b) * kBlockThreads + t;
-  if (t == 0) sBase = callBase(c);
-  __syncthreads();
-  const uint64_t base = sBase;
-  const uint64_t rounds = roundsFor(c, bytes);
-  const uint64_t unit = vec ? 16 : sizeof(S);
-  const int nb = static_cast<int>(gridDim.x);
-  for (uint64_t k = 0; k < rounds; ++k) {
-    const uint64_t seq = base + 1 + k;
-    const uint64_t off = k * c.stageBytes;
-    const uint64_t rb = bytes - off < c.stageBytes ? bytes - off : c.stageBytes;
-    const Share sh = shareOf(rb, unit);
-    char* mine = stageSlot(c, c.rank, seq);
-    // 1. Copy in.
-    if (vec) {
-      const uint4* src = reinterpret_cast<const uint4*>(send + off);
-      uint4* dst = reinterpret_cast<uint4*>(mine);
-      for (uint64_t u = first; u < sh.units; u += stride) dst[u] = src[u];
-    } else {
-      const S* src = reinterpret_cast<const S*>(send + off);
-      S* dst = reinterpret_cast<S*>(mine);
-      for (uint64_t u = first; u < sh.units; u += stride) dst[u] = src[u];
-    }
-    const bool tail = sh.tailBytes != 0 && b == tailOwner(sh, nb, kBlockThreads);
-    if (tail) {
-      const S* src = reinterpret_cast<const S*>(send + off + sh.tailBegin);
-      S* dst = reinterpret_cast<S*>(mine + sh.tailBegin);
-      for (uint64_t e = t; e < sh.tailBytes / sizeof(S); e += kBlockThreads) dst[e] = src[e];
-    }
-    __threadfence();
+  int block;
+  uint64_t g, stride;
+
+  __device__ __forceinline__ uint64_t base(const DevComm& c) {
+    __shared__ uint64_t sBase;
+    if (threadIdx.x == 0) sBase = callBase(c);
     __syncthreads();
-    // 2-3. Publish, wait for the peers.
-    if (t == 0) {
-      publish(c, b, seq);
-      sStatus = waitPeers(c, b, seq, GlobalTimer{});
-    }
-    __syncthreads();
-    if (sStatus != kWaitReady) return;
-    // 4. Reduce in rank order.
-    if (vec) {
-      uint4* out = reinterpret_cast<uint4*>(recv + off);
-      for (uint64_t u = first; u < sh.units; u += stride) {
-        uint4 acc = ldcg(reinterpret_cast<const uint4*>(stageSlot(c, 0, seq)) + u);
-        for (int p = 1; p < c.nranks; ++p)
-          acc = combineVec<Tr, Op>(acc, ldcg(reinterpret_cast<const uint4*>(stageSlot(c, p, seq)) + u));
-        if (avg) acc = divideVec<Tr>(acc, c.nranks);
-        out[u] = acc;
-      }
-    } else {
-      S* out = reinterpret_cast<S*>(recv + off);
-      for (uint64_t u = first; u < sh.units; u += stride) {
-        S acc = ldcgScalar(reinterpret_cast<const S*>(stageSlot(c, 0, seq)) + u);
-        for (int p = 1; p < c.nranks; ++p)
-          acc = ops::combine<Tr, Op>(acc, ldcgScalar(reinterpret_cast<const S*>(stageSlot(c, p, seq)) + u));
-        if (avg) acc = ops::divideBy<Tr>(acc, c.nranks);
-        out[u] = acc;
-      }
-    }
-    if (tail) {
-      S* out = reinterpret_cast<S*>(recv + off + sh.tailBegin);
-      for (uint64_t e = t; e < sh.tailBytes / sizeof(S); e += kBlockThreads) {
-        S acc = ldcgScalar(reinterpret_cast<const S*>(stageSlot(c, 0, seq) + sh.tailBegin) + e);
-        for (int p = 1; p < c.nranks; ++p)
-          acc = ops::combine<Tr, Op>(acc, ldcgScalar(reinterpret_cast<const S*>(stageSlot(c, p, seq) + sh.tailBegin) + e));
-        if (avg) acc = ops::divideBy<Tr>(acc, c.nranks);
-        out[e] = acc;
+    return sBase;
+  }
+
+  __device__ __forceinline__ void copy(char* dst, const char* src, uint64_t lo, uint64_t hi) {
+    const bool vec = ((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & 15u) == 0;
+    for (uint64_t G = firstOwned(lo, g, stride); G * kGranule < hi; G += stride) {
+      const uint64_t x = G * kGranule - lo;
+      const uint64_t nb = minU(kGranule, hi - G * kGranule);
+      if (vec && nb == kGranule) {
+        *reinterpret_cast<uint4*>(dst + x) = ldcg(src + x);
+      } else {
+        for (uint64_t e = 0; e < nb; e += sizeof(S)) stS<S>(dst + x + e, ldS<S>(src + x + e));
       }
     }
   }
-  __syncthreads();
-  if (t == 0) finishCall(c, gridDim.x, rounds);
+
+  __device__ __forceinline__ void reduce(char* dst, char* dst2, const char* const* srcs, int n, uint64_t lo,
+                                         uint64_t hi, int avg) {
+    uintptr_t any = reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(dst2);
+    for (int p = 0; p < n; ++p) any |= reinterpret_cast<uintptr_t>(srcs[p]);
+    const bool vec = (any & 15u) == 0;
+    for (uint64_t G = firstOwned(lo, g, stride); G * kGranule < hi; G += stride) {
+      const uint64_t x = G * kGranule - lo;
+      const uint64_t nb = minU(kGranule, hi - G * kGranule);
+      if (vec && nb == kGranule) {
+        uint4 acc = ldcg(srcs[0] + x);
+        for (int p = 1; p < n; ++p) acc = combineVec<Tr, Op>(acc, ldcg(srcs[p] + x));
+        if (avg) acc = divideVec<Tr>(acc, n);
+        *reinterpret_cast<uint4*>(dst + x) = acc;
+        if (dst2 != nullptr) *reinterpret_cast<uint4*>(dst2 + x) = acc;
+      } else {
+        for (uint64_t e = 0; e < nb; e += sizeof(S)) {
+          S acc = ldS<S>(srcs[0] + x + e);
+          for (int p = 1; p < n; ++p) acc = ops::combine<Tr, Op>(acc, ldS<S>(srcs[p] + x + e));
+          if (avg) acc = ops::divideBy<Tr>(acc, n);
+          stS<S>(dst + x + e, acc);
+          if (dst2 != nullptr) stS<S>(dst2 + x + e, acc);
+        }
+      }
+    }
+  }
+
+  __device__ __forceinline__ uint32_t sync(const DevComm& c, uint64_t pub, uint64_t wait) {
+    __shared__ uint32_t sStatus;
+    if (c.sysScope) __threadfence_system();
+    else __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      publish(c, block, pub);
+      sStatus = waitPeers(c, block, wait, GlobalTimer{});
+    }
+    __syncthreads();
+    return sStatus;
+  }
+
+  __device__ __forceinline__ void finish(const DevComm& c, uint64_t rounds) {
+    __syncthreads();
+    if (threadIdx.x == 0) finishCall(c, gridDim.x, rounds);
+  }
+};
+
+// One block per SM is the design (grid <= SMs / ranks on the GPU), so ptxas may use up to 128
+// registers: with the default bound it capped at 64 and spilled (up to 328 bytes) in the narrow
+// float kernels; with this one no kernel spills (sm_90, -Xptxas -v; 128-byte stack: the pointer
+// arrays of runCall).
+template <class Tr, class Op>
+__global__ void __launch_bounds__(kBlockThreads, 1) collKernel(DevComm c, CallDesc d) {
+  DevExec<Tr, Op> x;
+  x.block = static_cast<int>(blockIdx.x);
+  x.g = static_cast<uint64_t>(blockIdx.x) * kBlockThreads + threadIdx.x;
+  x.stride = static_cast<uint64_t>(gridDim.x) * kBlockThreads;
+  runCall(c, d, x);
 }
 
 template <class Tr, class Op>
@@ -173,8 +181,8 @@ struct ForType {
 };
 
 template <class Tr, class Op>
-struct OneShotK {
-  static constexpr auto fn = oneShotKernel<Tr, Op>;
+struct CollK {
+  static constexpr auto fn = collKernel<Tr, Op>;
 };
 template <class Tr, class Op>
 struct Reduce2K {
@@ -202,16 +210,12 @@ void* kernelFor(DataType type, RedOp op) {
 
 }  // namespace
 
-int launchOneShot(const DevComm& c, int nblocks, DataType type, RedOp op, const void* send, void* recv,
-                  uint64_t bytes, bool vec, void* stream) {
-  void* fn = kernelFor<OneShotK>(type, op);
+int launchColl(const DevComm& c, const CallDesc& d, int nblocks, DataType type, RedOp op, void* stream) {
+  void* fn = kernelFor<CollK>(type, op);
   if (fn == nullptr) return static_cast<int>(cudaErrorInvalidValue);
   DevComm cc = c;
-  const char* s = static_cast<const char*>(send);
-  char* r = static_cast<char*>(recv);
-  int v = vec ? 1 : 0;
-  int avg = op == RedOp::kAvg ? 1 : 0;
-  void* args[] = {&cc, &s, &r, &bytes, &v, &avg};
+  CallDesc dd = d;
+  void* args[] = {&cc, &dd};
   return static_cast<int>(cudaLaunchKernel(fn, dim3(static_cast<unsigned>(nblocks)), dim3(kBlockThreads), args, 0,
                                            static_cast<cudaStream_t>(stream)));
 }

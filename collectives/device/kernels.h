@@ -11,10 +11,9 @@
 
 namespace weft::device {
 
-// One-shot all-reduce over the ranks of c (see protocol.h): `nblocks` blocks (every rank passes the
-// same), vec = 16-byte accesses (send and recv 16-byte aligned). bytes > 0.
-int launchOneShot(const DevComm& c, int nblocks, DataType type, RedOp op, const void* send, void* recv,
-                  uint64_t bytes, bool vec, void* stream);
+// One collective call (protocol.h runCall) over the ranks of c: `nblocks` blocks (every rank passes
+// the same). Copy collectives pass op kSum (the type only sets the element size of misaligned moves).
+int launchColl(const DevComm& c, const CallDesc& d, int nblocks, DataType type, RedOp op, void* stream);
 
 // dst = a OP b elementwise (kAvg: the sum, as the host's reduce()).
 int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count, void* stream);

@@ -127,7 +127,10 @@ WEFT_API weftResult_t weftGetUniqueId(weftUniqueId* uniqueId);
  * arrived, or with weftTimeout naming the missing ranks after WEFT_INIT_TIMEOUT_MS. */
 WEFT_API weftResult_t weftCommInitRank(weftComm_t* comm, int nranks, weftUniqueId commId, int rank);
 
-/* Free local resources. Local (not collective) and never blocks on peers. */
+/* Free local resources. Local (not collective) and never blocks on peers, with one exception: a
+ * communicator whose device-buffer path spans several processes (CUDA IPC) waits, up to 10 s, for
+ * every rank to destroy too before freeing the staging peers may still read (if they do not come,
+ * that staging stays allocated until the process exits). */
 WEFT_API weftResult_t weftCommDestroy(weftComm_t comm);
 
 /* Callable from any thread: a call blocked on this communicator returns within 100 ms, the peers
@@ -144,6 +147,24 @@ WEFT_API weftResult_t weftCommGetAsyncError(weftComm_t comm, weftResult_t* async
 /* Bytes of staging buffers the communicator holds (connections and their buffers are created on
  * first use, sized by WEFT_BUFFSIZE). */
 WEFT_API weftResult_t weftCommMemStats(const weftComm_t comm, size_t* stagingBytes);
+
+/* ---- Buffer registration (NCCL 2.28's signatures) ----
+ * Registration is an optimisation hint: unregistered buffers always work. Device buffers are always
+ * moved through the communicator's staging (peers do not yet read registered buffers in place).
+ * Host buffers are accepted and give a handle that does nothing. Device memory that CUDA IPC
+ * cannot export (cuMem / expandable segments) is accepted with one INFO line: it is staged.
+ * weftCommRegister/Deregister are local. weftCommWindowRegister is collective (every rank calls it,
+ * in the same order): the ranks exchange their buffers' CUDA IPC handles once and open those of
+ * peers in other processes; weftCommWindowDeregister is local (closes them). Handles and windows
+ * left registered are released by weftCommDestroy/weftCommAbort. */
+typedef struct weftWindow* weftWindow_t;
+#define WEFT_WIN_DEFAULT 0x00
+#define WEFT_WIN_COLL_SYMMETRIC 0x01
+#define WEFT_WIN_REQUIRED_ALIGNMENT 4096
+WEFT_API weftResult_t weftCommRegister(const weftComm_t comm, void* buff, size_t size, void** handle);
+WEFT_API weftResult_t weftCommDeregister(const weftComm_t comm, void* handle);
+WEFT_API weftResult_t weftCommWindowRegister(weftComm_t comm, void* buff, size_t size, weftWindow_t* win, int winFlags);
+WEFT_API weftResult_t weftCommWindowDeregister(weftComm_t comm, weftWindow_t win);
 
 /* ---- Communicator creation with a config, from the launcher's environment, and by split ---- */
 

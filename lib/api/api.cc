@@ -13,6 +13,7 @@
 #include <new>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "lib/bootstrap/launcher.h"
 #include "lib/bootstrap/root.h"
@@ -31,6 +32,8 @@ static_assert(static_cast<int>(weftFloat8e5m2) == static_cast<int>(weft::DataTyp
 static_assert(static_cast<int>(weftAvg) == static_cast<int>(weft::RedOp::kAvg));
 static_assert(static_cast<int>(weftTimeout) == static_cast<int>(weft::Code::kTimeout));
 
+struct weftRegistration;
+
 struct weftComm {
   std::unique_ptr<weft::engine::Communicator> impl;
   // Calls in flight (weftCommAbort waits for them to leave before freeing).
@@ -43,10 +46,31 @@ struct weftComm {
   // Device buffers (lib/device): null when this communicator cannot take them; deviceWhyNot says why.
   std::unique_ptr<weft::device::DeviceComm> device;
   std::string deviceWhyNot;
-  ~weftComm() {
-    if (initThread.joinable()) initThread.join();
-  }
+  // Registered buffers and windows (weftCommRegister / weftCommWindowRegister), freed with the comm.
+  std::mutex regMu;
+  std::vector<std::unique_ptr<weftRegistration>> regs;
+  std::vector<std::unique_ptr<weftWindow>> windows;
+  ~weftComm();
 };
+
+// What weftCommRegister hands out (void* handle) and weftCommWindowRegister (weftWindow_t).
+struct weftRegistration {
+  void* buf = nullptr;
+  size_t size = 0;
+  bool device = false;
+};
+struct weftWindow {
+  weft::device::Window w;
+  int flags = 0;
+};
+
+weftComm::~weftComm() {
+  if (initThread.joinable()) initThread.join();
+  for (auto& w : windows) weft::device::closeWindow(&w->w);
+  windows.clear();
+  regs.clear();
+  device.reset();  // before impl: a multi-process device state says goodbye over the bootstrap
+}
 
 namespace {
 
@@ -219,7 +243,9 @@ thread_local std::vector<PendingOp> tlsGroupOps;
 
 // Runs (or, inside a group, posts) one operation.
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
-// Both buffers must be of one kind; only all-reduce runs on device buffers yet.
+// Both buffers must be of one kind. Device collectives are stream-ordered; inside
+// weftGroupStart/End they are launched when posted, in posting order (each on its stream), which
+// is what the group would do with them; device sends and receives are not supported yet.
 weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine::OpDesc& d, bool* handled) {
   using weft::device::MemKind;
   *handled = false;
@@ -231,10 +257,11 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
     return argError(call, std::string("sendbuff is ") + (ks == MemKind::kDevice ? "device" : "host") +
                               " memory and recvbuff " + (kr == MemKind::kDevice ? "device" : "host") +
                               " memory: both buffers of a call must be of one kind");
-  if (tlsGroupDepth > 0)
-    return report(weft::invalidUsage("device buffers inside weftGroupStart/End are not supported yet"), call);
-  if (d.coll != weft::CollType::kAllReduce)
-    return report(weft::invalidUsage("only weftAllReduce takes device buffers yet"), call);
+  if (d.coll == weft::CollType::kSend || d.coll == weft::CollType::kRecv || d.coll == weft::CollType::kAlltoAll)
+    return report(weft::invalidUsage(std::string(weft::collName(d.coll)) +
+                                     " does not take device buffers yet (all-reduce, all-gather, reduce-scatter, "
+                                     "broadcast and reduce do)"),
+                  call);
   if (!comm->device) return report(weft::invalidUsage("device buffers: " + comm->deviceWhyNot), call);
   CallGuard guard(comm);
   if (guard.busy())
@@ -242,7 +269,16 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
                                      "may use a communicator"),
                   call);
   weft::Status s = comm->impl->asyncError();
-  if (s) s = comm->device->allReduce(d.sendbuff, d.recvbuff, d.count, d.dtype, d.op, d.stream);
+  weft::device::DeviceCall dc;
+  dc.coll = d.coll;
+  dc.send = d.sendbuff;
+  dc.recv = d.recvbuff;
+  dc.count = d.count;
+  dc.type = d.dtype;
+  dc.op = d.op;
+  dc.root = d.root;
+  dc.stream = d.stream;
+  if (s) s = comm->device->run(dc);
   return report(s, call);
 }
 
@@ -504,7 +540,7 @@ WEFT_API weftResult_t weftAllReduce(const void* sendbuff, void* recvbuff, size_t
 
 namespace {
 weftResult_t broadcastImpl(const char* call, const void* sendbuff, void* recvbuff, size_t count, int datatype, int root,
-                           weftComm_t comm) {
+                           weftComm_t comm, weftStream_t stream) {
   return guarded(call, [&] {
     size_t es;
     weftResult_t r = checkCommon(call, comm, datatype, false, 0, count, 1, &es);
@@ -515,26 +551,25 @@ weftResult_t broadcastImpl(const char* call, const void* sendbuff, void* recvbuf
     if (count == 0) return weftSuccess;
     if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kBroadcast, isRoot ? sendbuff : nullptr, recvbuff, count, datatype, 0, root));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kBroadcast, isRoot ? sendbuff : nullptr, recvbuff, count, datatype, 0, root);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 }  // namespace
 
 WEFT_API weftResult_t weftBroadcast(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
                                     int root, weftComm_t comm, weftStream_t stream) {
-  (void)stream;
-  return broadcastImpl("weftBroadcast", sendbuff, recvbuff, count, raw(datatype), root, comm);
+  return broadcastImpl("weftBroadcast", sendbuff, recvbuff, count, raw(datatype), root, comm, stream);
 }
 
 WEFT_API weftResult_t weftBcast(void* buff, size_t count, weftDataType_t datatype, int root, weftComm_t comm,
                                 weftStream_t stream) {
-  (void)stream;
-  return broadcastImpl("weftBcast", buff, buff, count, raw(datatype), root, comm);
+  return broadcastImpl("weftBcast", buff, buff, count, raw(datatype), root, comm, stream);
 }
 
 WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
                                  weftRedOp_t op, int root, weftComm_t comm, weftStream_t stream) {
-  (void)stream;
   return guarded("weftReduce", [&] {
     const char* call = "weftReduce";
     size_t es;
@@ -546,13 +581,14 @@ WEFT_API weftResult_t weftReduce(const void* sendbuff, void* recvbuff, size_t co
     if (count == 0) return weftSuccess;
     if (isRoot && sendbuff != recvbuff && overlaps(sendbuff, count * es, recvbuff, count * es))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kReduce, sendbuff, isRoot ? recvbuff : nullptr, count, raw(datatype), raw(op), root));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kReduce, sendbuff, isRoot ? recvbuff : nullptr, count, raw(datatype), raw(op), root);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
 WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t sendcount, weftDataType_t datatype,
                                     weftComm_t comm, weftStream_t stream) {
-  (void)stream;
   return guarded("weftAllGather", [&] {
     const char* call = "weftAllGather";
     size_t es;
@@ -567,14 +603,15 @@ WEFT_API weftResult_t weftAllGather(const void* sendbuff, void* recvbuff, size_t
     const char* inPlace = static_cast<const char*>(recvbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
     if (sendbuff != inPlace && overlaps(sendbuff, bytes, recvbuff, bytes * n))
       return argError(call, "sendbuff overlaps recvbuff without being in place (in place is sendbuff == recvbuff + rank * sendcount)");
-    return submit(call, comm, makeOp(weft::CollType::kAllGather, sendbuff, recvbuff, sendcount, raw(datatype), 0, -1));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kAllGather, sendbuff, recvbuff, sendcount, raw(datatype), 0, -1);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
 WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                         weftDataType_t datatype, weftRedOp_t op, weftComm_t comm,
                                         weftStream_t stream) {
-  (void)stream;
   return guarded("weftReduceScatter", [&] {
     const char* call = "weftReduceScatter";
     size_t es;
@@ -589,7 +626,9 @@ WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, si
     const char* inPlace = static_cast<const char*>(sendbuff) + static_cast<size_t>(comm->impl->rank()) * bytes;
     if (recvbuff != inPlace && overlaps(sendbuff, bytes * n, recvbuff, bytes))
       return argError(call, "recvbuff overlaps sendbuff without being in place (in place is recvbuff == sendbuff + rank * recvcount)");
-    return submit(call, comm, makeOp(weft::CollType::kReduceScatter, sendbuff, recvbuff, recvcount, raw(datatype), raw(op), -1));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kReduceScatter, sendbuff, recvbuff, recvcount, raw(datatype), raw(op), -1);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
@@ -679,6 +718,97 @@ WEFT_API weftResult_t weftGroupEnd(void) {
       if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
     }
     return result;
+  });
+}
+
+WEFT_API weftResult_t weftCommRegister(const weftComm_t comm, void* buff, size_t size, void** handle) {
+  return guarded("weftCommRegister", [&] {
+    const char* call = "weftCommRegister";
+    if (comm == nullptr) return argError(call, "comm is NULL");
+    if (handle == nullptr) return argError(call, "handle is NULL");
+    *handle = nullptr;
+    if (buff == nullptr) return argError(call, "buff is NULL");
+    if (size == 0) return argError(call, "size is 0");
+    weft::Status s = ready(comm);
+    if (!s) return report(s, call);
+    auto r = std::make_unique<weftRegistration>();
+    r->buf = buff;
+    r->size = size;
+    const weft::device::BufferInfo info = weft::device::describe(buff);
+    if (info.kind == weft::device::MemKind::kDevice) {
+      const uintptr_t a = reinterpret_cast<uintptr_t>(buff);
+      if (info.size != 0 && (a < info.base || size > info.base + info.size - a))
+        return argError(call, "[buff, buff + size) extends past the end of its CUDA allocation (" +
+                                  std::to_string(info.base + info.size - a) + " bytes from buff)");
+      r->device = true;
+      if (!info.ipcCapable)
+        WEFT_INFO(INIT, "%s: buffer %p is memory CUDA IPC cannot export (cuMem / expandable segments): it is staged",
+                  call, buff);
+    }
+    std::lock_guard<std::mutex> g(comm->regMu);
+    *handle = r.get();
+    comm->regs.push_back(std::move(r));
+    return weftSuccess;
+  });
+}
+
+WEFT_API weftResult_t weftCommDeregister(const weftComm_t comm, void* handle) {
+  return guarded("weftCommDeregister", [&] {
+    const char* call = "weftCommDeregister";
+    if (comm == nullptr) return argError(call, "comm is NULL");
+    if (handle == nullptr) return argError(call, "handle is NULL");
+    std::lock_guard<std::mutex> g(comm->regMu);
+    auto it = std::find_if(comm->regs.begin(), comm->regs.end(), [&](const auto& r) { return r.get() == handle; });
+    if (it == comm->regs.end())
+      return argError(call, "handle was not registered on this communicator (or was deregistered already)");
+    comm->regs.erase(it);
+    return weftSuccess;
+  });
+}
+
+WEFT_API weftResult_t weftCommWindowRegister(weftComm_t comm, void* buff, size_t size, weftWindow_t* win, int winFlags) {
+  return guarded("weftCommWindowRegister", [&] {
+    const char* call = "weftCommWindowRegister";
+    if (comm == nullptr) return argError(call, "comm is NULL");
+    if (win == nullptr) return argError(call, "win is NULL");
+    *win = nullptr;
+    if (buff == nullptr) return argError(call, "buff is NULL");
+    if (size == 0) return argError(call, "size is 0");
+    if ((winFlags & ~WEFT_WIN_COLL_SYMMETRIC) != 0)
+      return argError(call, "winFlags " + std::to_string(winFlags) + " is not WEFT_WIN_DEFAULT or WEFT_WIN_COLL_SYMMETRIC");
+    if ((winFlags & WEFT_WIN_COLL_SYMMETRIC) && reinterpret_cast<uintptr_t>(buff) % WEFT_WIN_REQUIRED_ALIGNMENT != 0)
+      return argError(call, "a symmetric window must start on a WEFT_WIN_REQUIRED_ALIGNMENT (4096-byte) boundary");
+    if (tlsGroupDepth > 0) return report(weft::invalidUsage("weftCommWindowRegister cannot be part of a group"), call);
+    weft::Status s = ready(comm);
+    if (!s) return report(s, call);
+    CallGuard guard(comm);
+    if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
+    auto w = std::make_unique<weftWindow>();
+    w->flags = winFlags;
+    std::string note;
+    s = weft::device::openWindow(comm->impl->bootstrapRef(), buff, size,
+                                 weft::nowNs() + comm->impl->config().initTimeoutMs * 1000000ull, &w->w, &note);
+    if (!s) return report(s, call);
+    if (!note.empty()) WEFT_INFO(INIT, "%s: %s", call, note.c_str());
+    std::lock_guard<std::mutex> g(comm->regMu);
+    *win = w.get();
+    comm->windows.push_back(std::move(w));
+    return weftSuccess;
+  });
+}
+
+WEFT_API weftResult_t weftCommWindowDeregister(weftComm_t comm, weftWindow_t win) {
+  return guarded("weftCommWindowDeregister", [&] {
+    const char* call = "weftCommWindowDeregister";
+    if (comm == nullptr) return argError(call, "comm is NULL");
+    if (win == nullptr) return argError(call, "win is NULL");
+    std::lock_guard<std::mutex> g(comm->regMu);
+    auto it = std::find_if(comm->windows.begin(), comm->windows.end(), [&](const auto& w) { return w.get() == win; });
+    if (it == comm->windows.end())
+      return argError(call, "win was not registered on this communicator (or was deregistered already)");
+    weft::device::closeWindow(&(*it)->w);
+    comm->windows.erase(it);
+    return weftSuccess;
   });
 }
 

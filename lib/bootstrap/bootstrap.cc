@@ -161,6 +161,16 @@ void Bootstrap::recordError(Code code, const std::string& reason) {
   errCode_.store(static_cast<int>(code), std::memory_order_release);
 }
 
+void Bootstrap::setFailureHook(std::function<void(int)> hook) {
+  std::lock_guard<std::mutex> g(hookMu_);
+  failureHook_ = std::move(hook);
+}
+
+void Bootstrap::runFailureHook(int rank) {
+  std::lock_guard<std::mutex> g(hookMu_);
+  if (failureHook_) failureHook_(rank);
+}
+
 Status Bootstrap::error() const {
   std::lock_guard<std::mutex> g(errMu_);
   if (errCode_.load() == 0) return Status::ok();
@@ -206,6 +216,7 @@ void Bootstrap::handleReadable(size_t index) {
       bool first = !hasError();
       recordError(Code::kRemote, why);
       boxCv_.notify_all();
+      runFailureHook(in.rank);
       if (first) broadcastError(Code::kRemote, why);  // others may not be connected to it
     } else if (in.rank < 0) {
       WEFT_WARN(BOOT, "dropped a bootstrap connection: %s", s.message().c_str());
@@ -253,6 +264,7 @@ void Bootstrap::handleReadable(size_t index) {
       if (code <= 0 || code > static_cast<int>(Code::kTimeout)) code = static_cast<int>(Code::kRemote);
       recordError(static_cast<Code>(code), reason);
       boxCv_.notify_all();
+      runFailureHook(-1);
       return;
     }
     case FrameType::kBye: {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,7 +66,13 @@ class Bootstrap {
   // The peer said goodbye (destroyed its communicator).
   bool departed(int peer);
 
+  // Called on the service thread when a peer is found dead (its rank) or reports a failure (-1):
+  // e.g. the device path sets the GPU abort words so that no kernel waits on a dead rank. One hook;
+  // an empty function clears it. The hook must not call back into the bootstrap.
+  void setFailureHook(std::function<void(int)> hook);
+
  private:
+  void runFailureHook(int rank);
   Bootstrap() = default;
   void serve();
   void handleReadable(size_t index);
@@ -99,6 +106,8 @@ class Bootstrap {
   std::condition_variable boxCv_;
   std::map<std::pair<int, uint64_t>, std::deque<std::vector<char>>> mailbox_;
   std::vector<bool> departed_;  // said goodbye (destroyed its communicator); under boxMu_
+  std::mutex hookMu_;
+  std::function<void(int)> failureHook_;
 
   std::atomic<int> errCode_{0};
   mutable std::mutex errMu_;

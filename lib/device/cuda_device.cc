@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <atomic>
 #include <cstring>
@@ -24,6 +25,7 @@
 #include "lib/core/util.h"
 #include "lib/device/device.h"
 #include "lib/device/protocol.h"
+#include "transports/cuda_ipc/cuda_ipc.h"
 
 namespace weft::device {
 namespace {
@@ -201,78 +203,223 @@ MemKind classify(const void* p) {
   return MemKind::kDevice;
 }
 
+BufferInfo describe(const void* p) {
+  BufferInfo b;
+  if (p == nullptr || !driverLoaded()) return b;
+  PointerGetAttributesFn fn = pointerGetAttributes();
+  if (fn == nullptr) return b;
+  CUpointer_attribute attrs[4] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+                                  CU_POINTER_ATTRIBUTE_RANGE_SIZE, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE};
+  unsigned int memType = 0;
+  CUdeviceptr start = 0;
+  size_t size = 0;
+  int capable = 1;
+  void* out[4] = {&memType, &start, &size, &capable};
+  if (fn(4, attrs, out, reinterpret_cast<CUdeviceptr>(p)) != CUDA_SUCCESS &&
+      fn(3, attrs, out, reinterpret_cast<CUdeviceptr>(p)) != CUDA_SUCCESS)  // a driver without the IPC attribute
+    return b;
+  if (memType != CU_MEMORYTYPE_DEVICE && memType != CU_MEMORYTYPE_UNIFIED) return b;
+  b.kind = MemKind::kDevice;
+  b.ipcCapable = capable != 0;
+  b.base = static_cast<uintptr_t>(start);
+  b.size = size;
+  return b;
+}
+
+namespace {
+struct WinInfo {
+  uint64_t hostId;
+  int32_t pid;
+  int32_t device;     // 1 = device memory
+  int32_t hasHandle;  // 1 = ipc is valid
+  int32_t pad;
+  uint64_t base;      // allocation base in its process
+  uint64_t offset;    // buf - base
+  uint64_t size;
+  cuda_ipc::Handle ipc;
+};
+}  // namespace
+
+Status openWindow(bootstrap::Bootstrap& bs, void* buf, size_t size, uint64_t deadlineNs, Window* w, std::string* note) {
+  const int n = bs.nranks(), rank = bs.rank();
+  w->buf = buf;
+  w->size = size;
+  w->info = describe(buf);
+  std::vector<WinInfo> all(static_cast<size_t>(n));
+  WinInfo& me = all[static_cast<size_t>(rank)];
+  std::memset(&me, 0, sizeof me);
+  me.hostId = bs.peer(rank).hostId;
+  me.pid = static_cast<int32_t>(getpid());
+  me.size = size;
+  if (w->info.kind == MemKind::kDevice) {
+    me.device = 1;
+    me.base = w->info.base;
+    me.offset = reinterpret_cast<uintptr_t>(buf) - w->info.base;
+    if (!w->info.ipcCapable) {
+      *note = "the buffer is memory CUDA IPC cannot export (cuMem / expandable segments): peers in other processes "
+              "read it through staging";
+    } else if (cuda_ipc::exportHandle(reinterpret_cast<void*>(w->info.base), &me.ipc).empty()) {
+      me.hasHandle = 1;
+    }
+  }
+  WEFT_TRY(bs.allGather(all.data(), sizeof(WinInfo), deadlineNs));
+  if (n > kMaxWindowRanks) return Status::ok();
+  for (int p = 0; p < n; ++p) {
+    const WinInfo& r = all[static_cast<size_t>(p)];
+    if (p == rank || !r.device || r.hostId != me.hostId) continue;
+    if (r.pid == me.pid) {
+      w->peer[p] = reinterpret_cast<void*>(r.base + r.offset);
+      continue;
+    }
+    if (!r.hasHandle || !driverLoaded()) continue;
+    void* mapped = nullptr;
+    std::string why = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+    if (!why.empty()) {
+      if (note->empty()) *note = "rank " + std::to_string(p) + "'s window is not mapped here (" + why + "): staged";
+      continue;
+    }
+    w->opened[p] = mapped;
+    w->peer[p] = static_cast<char*>(mapped) + r.offset;
+  }
+  return Status::ok();
+}
+
+void closeWindow(Window* w) {
+  for (void*& p : w->opened) {
+    if (p != nullptr) cuda_ipc::closeHandle(p);
+    p = nullptr;
+  }
+}
+
 namespace {
 
 struct RankInfo {
   uint64_t hostId;
   int32_t pid;
   int32_t ok;      // 1 = this rank has device state
-  int32_t device;
+  int32_t device;  // ordinal in its own process
   int32_t sms;
-  uint64_t stage;  // device address of its staging (2 halves)
-  uint64_t flags;  // device address of its flags
+  char busId[32];  // PCI bus id of its GPU (ordinals differ between processes)
+  uint64_t stage;  // device address of its staging (2 halves), in its own process
+  uint64_t flags;  // device address of its flags (the allocation's base), in its own process
   uint64_t stageBytes;
-  uint64_t abortWord;  // device address of its host-mapped abort word
-  uint64_t abortHost;  // host address of the same word (same process)
-  char whyNot[64];
+  uint64_t abortWord;  // device address of its host-mapped abort word (same process only)
+  uint64_t abortHost;  // host address of the same word (same process only)
+  uint64_t nonce;      // rank 0: names the shared abort-word segment
+  uint64_t twoShotBytes;  // rank 0's is used by all (every rank must pick the same algorithm)
+  cuda_ipc::Handle ipc;  // its allocation (flags, control, staging), for peers in other processes
+  char whyNot[96];
 };
+
+// After the pairwise checks every rank says whether it can run (so all agree).
+struct Verdict {
+  int32_t ok;
+  char why[156];
+};
+
+constexpr size_t kSegmentBytes = 4096;  // kMaxRanks slots of kSlotBytes
+static_assert(kMaxRanks * kSlotBytes <= kSegmentBytes, "segment slots");
+
+std::string segmentName(const RankInfo& r0) {
+  char b[64];
+  std::snprintf(b, sizeof b, "/weft-dev-%d-%016llx", r0.pid, static_cast<unsigned long long>(r0.nonce));
+  return b;
+}
 
 class CudaComm final : public DeviceComm {
  public:
   ~CudaComm() override { release(); }
 
   Status init(bootstrap::Bootstrap& bs, const DeviceCommOptions& opts, std::string* whyNot) {
+    bs_ = &bs;
     const int rank = bs.rank(), n = bs.nranks();
+    const uint64_t deadline = nowNs() + opts.initTimeoutMs * kNsPerMs;
     std::vector<RankInfo> all(static_cast<size_t>(n));
     RankInfo& me = all[static_cast<size_t>(rank)];
     std::memset(&me, 0, sizeof me);
     me.hostId = bs.peer(rank).hostId;
     me.pid = static_cast<int32_t>(getpid());
-    std::string local = setupLocal(opts, &me);
+    me.twoShotBytes = opts.twoShotBytes;
+    std::string local = n > kMaxRanks ? "more than " + std::to_string(kMaxRanks) + " ranks" : setupLocal(opts, &me);
+    if (local.empty() && rank == 0 && n > 1) {
+      // The shared abort words, in case some rank is another process (unlinked below either way).
+      me.nonce = (static_cast<uint64_t>(nowNs()) * 0x9e3779b97f4a7c15ull) ^ reinterpret_cast<uintptr_t>(this);
+      segName_ = segmentName(me);
+      void *h = nullptr, *d = nullptr;
+      local = cuda_ipc::sharedSegment(segName_, true, kSegmentBytes, &h, &d);
+      if (local.empty()) segCreated_ = true;
+    }
     me.ok = local.empty() ? 1 : 0;
     std::snprintf(me.whyNot, sizeof me.whyNot, "%s", local.c_str());
-    WEFT_TRY(bs.allGather(all.data(), sizeof(RankInfo), nowNs() + opts.initTimeoutMs * kNsPerMs));
+    Status s = bs.allGather(all.data(), sizeof(RankInfo), deadline);
+    if (!s) {
+      unlinkSegment();
+      return s;
+    }
     std::string why;
-    if (n > kMaxRanks) why = "more than " + std::to_string(kMaxRanks) + " ranks share the device path";
     for (int p = 0; p < n && why.empty(); ++p) {
       const RankInfo& r = all[static_cast<size_t>(p)];
-      if (!r.ok) why = "rank " + std::to_string(p) + " has no CUDA device (" + r.whyNot + ")";
-      else if (r.hostId != me.hostId || r.pid != me.pid)
-        why = "rank " + std::to_string(p) + " is another process: device buffers between processes need CUDA IPC, "
-              "not built yet (ranks must be threads of one process)";
-      else if (r.device != me.device)
-        why = "rank " + std::to_string(p) + " uses GPU " + std::to_string(r.device) + " and this rank GPU " +
-              std::to_string(me.device) + ": only ranks sharing one GPU are supported yet";
-      else if (r.stageBytes != me.stageBytes)
-        why = "ranks disagree on WEFT_CUDA_STAGE_BYTES";
+      if (!r.ok) why = "rank " + std::to_string(p) + " has no device path (" + r.whyNot + ")";
+      else if (r.hostId != me.hostId) why = "rank " + std::to_string(p) + " is on another host: device buffers work inside a node only";
+      else if (r.stageBytes != me.stageBytes) why = "ranks disagree on WEFT_CUDA_STAGE_BYTES";
     }
+    if (!why.empty()) {
+      // Every rank saw the same infos, so every rank stops here alike (host-only programs: one
+      // exchange per communicator, no CUDA call).
+      unlinkSegment();
+      *whyNot = why;
+      release();
+      return Status::ok();
+    }
+    // Pairwise: map every peer (same process: its pointers; another process: CUDA IPC), peer access
+    // between different GPUs.
+    why = connectPeers(all);
+    // Every rank learns every rank's verdict: one refusal refuses the device path everywhere.
+    std::vector<Verdict> verdicts(static_cast<size_t>(n));
+    Verdict& mine = verdicts[static_cast<size_t>(rank)];
+    std::memset(&mine, 0, sizeof mine);
+    mine.ok = why.empty() ? 1 : 0;
+    std::snprintf(mine.why, sizeof mine.why, "%s", why.c_str());
+    s = bs.allGather(verdicts.data(), sizeof(Verdict), deadline);
+    unlinkSegment();  // every rank that maps it has done so by now
+    if (!s) return s;
+    for (int p = 0; p < n && why.empty(); ++p)
+      if (!verdicts[static_cast<size_t>(p)].ok) why = std::string("rank ") + std::to_string(p) + ": " + verdicts[static_cast<size_t>(p)].why;
     if (!why.empty()) {
       *whyNot = why;
       release();
       return Status::ok();
     }
-    dc_.rank = rank;
-    dc_.nranks = n;
-    dc_.stageBytes = me.stageBytes;
-    for (int p = 0; p < n; ++p) {
-      dc_.stage[p] = reinterpret_cast<char*>(all[static_cast<size_t>(p)].stage);
-      dc_.flags[p] = reinterpret_cast<uint64_t*>(all[static_cast<size_t>(p)].flags);
-      if (p != rank) {
-        dc_.peerAbort[p] = reinterpret_cast<volatile uint32_t*>(all[static_cast<size_t>(p)].abortWord);
-        peerAbortHost_[p] = reinterpret_cast<uint32_t*>(all[static_cast<size_t>(p)].abortHost);
-      }
-    }
-    dc_.control = dc_.flags[rank] + kMaxBlocks;
     dc_.timeoutNs = opts.timeoutMs * kNsPerMs;
-    // Peers' kernels wait on each other: every rank's grid must fit on the GPU at once.
-    maxBlocks_ = std::max(1, std::min(kMaxBlocks, me.sms / n));
-    WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d, %d blocks max, %zu staging bytes x2", rank, n, me.device,
-              maxBlocks_, static_cast<size_t>(dc_.stageBytes));
+    twoShotBytes_ = static_cast<size_t>(all[0].twoShotBytes);
+    // Peers' kernels wait on each other: the grids of all ranks on one GPU must fit on it at once.
+    maxBlocks_ = kMaxBlocks;
+    for (int p = 0; p < n; ++p) {
+      int onGpu = 0;
+      for (int q = 0; q < n; ++q) onGpu += std::strcmp(all[static_cast<size_t>(p)].busId, all[static_cast<size_t>(q)].busId) == 0;
+      maxBlocks_ = std::min(maxBlocks_, all[static_cast<size_t>(p)].sms / std::max(1, onGpu));
+    }
+    maxBlocks_ = std::max(1, maxBlocks_);
+    WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d (%s), %s, %d blocks max, %zu staging bytes x2, two-shot from %zu bytes",
+              rank, n, me.device, me.busId, multiProcess_ ? "ranks in several processes (CUDA IPC)" : "ranks are threads of one process",
+              maxBlocks_, static_cast<size_t>(dc_.stageBytes), twoShotBytes_);
     ready_ = true;
+    // A peer found dead (or a failure reported) ends the kernels waiting on it at once, not at the
+    // deadline: the hook sets that peer's abort word (or, for a reported failure, this rank's).
+    // It captures only words that are never freed.
+    std::array<uint32_t*, kMaxRanks> peerWords{};
+    for (int p = 0; p < n; ++p) peerWords[static_cast<size_t>(p)] = peerAbortHost_[p];
+    uint32_t* own = abortHost_;
+    bs.setFailureHook([own, peerWords](int dead) {
+      if (dead >= 0 && dead < kMaxRanks && peerWords[static_cast<size_t>(dead)] != nullptr)
+        __atomic_store_n(peerWords[static_cast<size_t>(dead)], 1u, __ATOMIC_RELEASE);
+      else if (dead < 0 && own != nullptr)
+        __atomic_store_n(own, 1u, __ATOMIC_RELEASE);
+    });
     return Status::ok();
   }
 
-  Status allReduce(const void* send, void* recv, size_t count, DataType type, RedOp op, void* stream) override {
+  Status run(const DeviceCall& call) override {
     if (!ready_) return invalidUsage("device buffers are not usable on this communicator");
     WEFT_TRY(asyncError());
     // A peer that was aborted or destroyed has set its abort word (its memory may be gone): never
@@ -280,23 +427,47 @@ class CudaComm final : public DeviceComm {
     for (int p = 0; p < dc_.nranks; ++p)
       if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
         return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
-    if (count == 0) return Status::ok();
-    const uint64_t bytes = static_cast<uint64_t>(count) * typeSize(type);
-    if (dc_.nranks == 1 && op != RedOp::kAvg) {
-      if (send == recv) return Status::ok();
-      int e = cudaMemcpyAsync(recv, send, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream));
+    if (call.count == 0) return Status::ok();
+    const int n = dc_.nranks;
+    const uint64_t es = typeSize(call.type);
+    const uint64_t bytes = static_cast<uint64_t>(call.count) * es;
+    cudaStream_t stream = static_cast<cudaStream_t>(call.stream);
+    if (n == 1) {
+      // One rank: every collective is a copy (an average of one value is that value).
+      if (call.recv == nullptr || call.send == call.recv) return Status::ok();
+      int e = cudaMemcpyAsync(call.recv, call.send, bytes, cudaMemcpyDeviceToDevice, stream);
       return e == 0 ? Status::ok() : cudaFail("cudaMemcpyAsync", e);
     }
-    const bool vec = ((reinterpret_cast<uintptr_t>(send) | reinterpret_cast<uintptr_t>(recv)) & 15u) == 0;
-    // About 32 KiB per block per round (four 16-byte vectors per thread), capped by the grid bound.
-    const uint64_t roundBytes = std::min<uint64_t>(bytes, dc_.stageBytes);
+    CallDesc d;
+    d.bytes = bytes;
+    d.root = call.root;
+    d.avg = call.op == RedOp::kAvg ? 1 : 0;
+    d.send = static_cast<const char*>(call.send);
+    d.recv = static_cast<char*>(call.recv);
+    RedOp op = call.op;
+    switch (call.coll) {
+      case CollType::kAllReduce:
+        d.kind = twoShotBytes_ != 0 && bytes >= twoShotBytes_ ? kCollAllReduceTwoShot : kCollAllReduceOneShot;
+        break;
+      case CollType::kReduceScatter: d.kind = kCollReduceScatter; break;
+      case CollType::kReduce: d.kind = kCollReduce; break;
+      case CollType::kAllGather: d.kind = kCollAllGather; op = RedOp::kSum; break;
+      case CollType::kBroadcast: d.kind = kCollBroadcast; op = RedOp::kSum; break;
+      default: return invalidUsage(std::string(collName(call.coll)) + " does not take device buffers yet");
+    }
+    // About 32 KiB of staging per block per round (four 16-byte vectors per thread), capped by the
+    // grid bound. Every rank computes the same grid (same sizes): block ownership must agree.
+    const uint64_t perRound = d.kind == kCollReduceScatter
+                                  ? static_cast<uint64_t>(n) * std::min<uint64_t>(bytes, chunkBytes(dc_, d))
+                                  : std::min<uint64_t>(bytes, dc_.stageBytes);
     const uint64_t perBlock = static_cast<uint64_t>(kBlockThreads) * 16 * 4;
-    const int nblocks = static_cast<int>(std::clamp<uint64_t>((roundBytes + perBlock - 1) / perBlock, 1, maxBlocks_));
-    int e = launchOneShot(dc_, nblocks, type, op, send, recv, bytes, vec, stream);
-    return e == 0 ? Status::ok() : cudaFail("the all-reduce kernel launch", e);
+    const int nblocks = static_cast<int>(std::clamp<uint64_t>((perRound + perBlock - 1) / perBlock, 1, maxBlocks_));
+    int e = launchColl(dc_, d, nblocks, call.type, op, stream);
+    return e == 0 ? Status::ok() : cudaFail("the collective kernel launch", e);
   }
 
   void abort() override {
+    aborted_ = true;
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
   }
 
@@ -328,8 +499,12 @@ class CudaComm final : public DeviceComm {
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     me->sms = sms;
+    if (cudaDeviceGetPCIBusId(me->busId, sizeof me->busId, dev) != cudaSuccess) {
+      cudaGetLastError();
+      std::snprintf(me->busId, sizeof me->busId, "ordinal-%d", dev);
+    }
     size_t stage = opts.stageBytes ? opts.stageBytes : kDefaultStageBytes;
-    stage = (stage + 15) & ~static_cast<size_t>(15);
+    stage = std::max<size_t>(4096, (stage + 15) & ~static_cast<size_t>(15));  // >= kMaxRanks granules
     me->stageBytes = stage;
     const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[2], 16-byte aligned end
     void* mem = nullptr;
@@ -339,40 +514,150 @@ class CudaComm final : public DeviceComm {
       return std::string("cudaMalloc: ") + cudaName(e);
     }
     devMem_ = mem;
-    void* host = nullptr;
-    void* hostDev = nullptr;
-    std::string slotWhy = hostSlot(&host, &hostDev);
-    if (!slotWhy.empty()) return slotWhy;
-    abortHost_ = static_cast<uint32_t*>(host);
-    errorHost_ = reinterpret_cast<ErrorRecord*>(static_cast<char*>(host) + 64);
-    dc_.abortWord = static_cast<volatile uint32_t*>(hostDev);
-    dc_.error = reinterpret_cast<ErrorRecord*>(static_cast<char*>(hostDev) + 64);
     // Zero the flags before any peer can see them (the all-gather comes after).
     if ((e = cudaMemset(mem, 0, flagBytes)) != cudaSuccess || (e = cudaDeviceSynchronize()) != cudaSuccess) {
       cudaGetLastError();
       return std::string("cudaMemset: ") + cudaName(e);
     }
+    // Exported for peers in other processes (used only if there are any).
+    std::string ipcWhy = cuda_ipc::exportHandle(mem, &me->ipc);
+    if (!ipcWhy.empty()) std::memset(&me->ipc, 0, sizeof me->ipc);
     me->flags = reinterpret_cast<uint64_t>(mem);
+    me->stage = reinterpret_cast<uint64_t>(static_cast<char*>(mem) + flagBytes);
+    void* host = nullptr;
+    void* hostDev = nullptr;
+    std::string slotWhy = hostSlot(&host, &hostDev);
+    if (!slotWhy.empty()) return slotWhy;
     me->abortWord = reinterpret_cast<uint64_t>(hostDev);
     me->abortHost = reinterpret_cast<uint64_t>(host);
-    me->stage = reinterpret_cast<uint64_t>(static_cast<char*>(mem) + flagBytes);
     return "";
   }
 
+  // Fills dc_ from every rank's info; "" or why not.
+  std::string connectPeers(const std::vector<RankInfo>& all) {
+    const int n = static_cast<int>(all.size());
+    const int rank = bs_->rank();
+    const RankInfo& me = all[static_cast<size_t>(rank)];
+    dc_.rank = rank;
+    dc_.nranks = n;
+    dc_.stageBytes = me.stageBytes;
+    for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].pid != me.pid;
+    // Abort words and error records: this process's pinned slots when every rank is a thread of it;
+    // else slots of the shared segment (rank p at p * kSlotBytes), which every process maps.
+    char* segHost = nullptr;
+    char* segDev = nullptr;
+    if (multiProcess_) {
+      void *h = nullptr, *d = nullptr;
+      segName_ = segmentName(all[0]);
+      std::string w = cuda_ipc::sharedSegment(segName_, false, kSegmentBytes, &h, &d);
+      if (!w.empty()) return w;
+      segHost = static_cast<char*>(h);
+      segDev = static_cast<char*>(d);
+    }
+    for (int p = 0; p < n; ++p) {
+      const RankInfo& r = all[static_cast<size_t>(p)];
+      const bool samePid = r.pid == me.pid;
+      const bool sameGpu = std::strcmp(r.busId, me.busId) == 0;
+      if (!sameGpu) {
+        dc_.sysScope = 1;
+        int peerDev = -1, can = 0;
+        if (cudaDeviceGetByPCIBusId(&peerDev, r.busId) != cudaSuccess) {
+          cudaGetLastError();
+          return "rank " + std::to_string(p) + "'s GPU " + r.busId + " is not visible to rank " + std::to_string(rank) +
+                 " (CUDA_VISIBLE_DEVICES): peer access cannot be checked";
+        }
+        if (cudaDeviceCanAccessPeer(&can, me.device, peerDev) != cudaSuccess || !can) {
+          cudaGetLastError();
+          return "GPU " + std::string(me.busId) + " (rank " + std::to_string(rank) + ") cannot access GPU " + r.busId +
+                 " (rank " + std::to_string(p) + ") peer-to-peer (cudaDeviceCanAccessPeer): device buffers between them "
+                 "are not supported";
+        }
+        if (samePid) {
+          cudaError_t e = cudaDeviceEnablePeerAccess(peerDev, 0);
+          if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) return std::string("cudaDeviceEnablePeerAccess: ") + cudaName(e);
+          cudaGetLastError();
+        }
+      }
+      char* base = nullptr;
+      if (p == rank || samePid) {
+        base = reinterpret_cast<char*>(r.flags);
+      } else {
+        void* mapped = nullptr;
+        std::string w = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+        if (!w.empty()) return "rank " + std::to_string(p) + "'s staging: " + w;
+        opened_[p] = mapped;
+        base = static_cast<char*>(mapped);
+      }
+      dc_.flags[p] = reinterpret_cast<uint64_t*>(base);
+      dc_.stage[p] = base + (r.stage - r.flags);
+      if (multiProcess_) {
+        if (p != rank) {
+          dc_.peerAbort[p] = reinterpret_cast<volatile uint32_t*>(segDev + static_cast<size_t>(p) * kSlotBytes);
+          peerAbortHost_[p] = reinterpret_cast<uint32_t*>(segHost + static_cast<size_t>(p) * kSlotBytes);
+        }
+      } else if (p != rank) {
+        dc_.peerAbort[p] = reinterpret_cast<volatile uint32_t*>(r.abortWord);
+        peerAbortHost_[p] = reinterpret_cast<uint32_t*>(r.abortHost);
+      }
+    }
+    char* host = multiProcess_ ? segHost + static_cast<size_t>(rank) * kSlotBytes : reinterpret_cast<char*>(me.abortHost);
+    char* dev = multiProcess_ ? segDev + static_cast<size_t>(rank) * kSlotBytes : reinterpret_cast<char*>(me.abortWord);
+    abortHost_ = reinterpret_cast<uint32_t*>(host);
+    errorHost_ = reinterpret_cast<ErrorRecord*>(host + 64);
+    dc_.abortWord = reinterpret_cast<volatile uint32_t*>(dev);
+    dc_.error = reinterpret_cast<ErrorRecord*>(dev + 64);
+    dc_.control = dc_.flags[rank] + kMaxBlocks;
+    return "";
+  }
+
+  void unlinkSegment() {
+    if (segCreated_) cuda_ipc::unlinkSegment(segName_);
+    segCreated_ = false;
+  }
+
   void release() {
-    // Kernels still waiting on a peer give up at the abort word; cudaFree waits for the device.
-    abort();
-    if (devMem_ != nullptr) cudaFree(devMem_);
-    devMem_ = nullptr;
-    // The host slot (abort word, error record) is kept: peers' kernels may still poll this abort
+    unlinkSegment();
+    if (bs_ != nullptr && ready_) bs_->setFailureHook({});
+    if (ready_ && multiProcess_ && !aborted_) {
+      // Peers in other processes may still read this rank's staging (the last round of a call ends
+      // on each rank when it has read its peers): wait for every rank to get here with its own
+      // kernels done. Without that (a peer gone, aborted), the memory is left mapped: never freed
+      // under a peer's kernel.
+      bool quiet = cudaDeviceSynchronize() == cudaSuccess;
+      cudaGetLastError();
+      quiet = quiet && bs_ != nullptr && bs_->barrier(nowNs() + 10 * 1000 * kNsPerMs).isOk();
+      if (!quiet) {
+        WEFT_INFO(INIT, "device path: rank %d leaves its staging allocated (no clean destroy with every peer)", dc_.rank);
+        aborted_ = true;
+      }
+    }
+    // Kernels still waiting on a peer give up at the abort word; peers see it too.
+    if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
+    if (!(multiProcess_ && aborted_)) {
+      for (void*& p : opened_) {
+        if (p != nullptr) cuda_ipc::closeHandle(p);
+        p = nullptr;
+      }
+      // cudaFree waits for the device (ranks that are threads of this process included).
+      if (devMem_ != nullptr) cudaFree(devMem_);
+      devMem_ = nullptr;
+    }
+    // The host slots (abort word, error record) are kept: peers' kernels may still poll this abort
     // word, and it must read "aborted", never freed memory.
     ready_ = false;
   }
 
+  bootstrap::Bootstrap* bs_ = nullptr;
   DevComm dc_;
   int maxBlocks_ = 1;
+  size_t twoShotBytes_ = 0;
   bool ready_ = false;
+  bool multiProcess_ = false;
+  bool aborted_ = false;
+  bool segCreated_ = false;
+  std::string segName_;
   void* devMem_ = nullptr;
+  void* opened_[kMaxRanks] = {};
   uint32_t* abortHost_ = nullptr;
   uint32_t* peerAbortHost_[kMaxRanks] = {};
   ErrorRecord* errorHost_ = nullptr;
@@ -385,6 +670,7 @@ Status DeviceComm::create(bootstrap::Bootstrap& bs, const DeviceCommOptions& opt
   auto c = std::make_unique<CudaComm>();
   DeviceCommOptions o = opts;
   if (o.stageBytes == 0) o.stageBytes = static_cast<size_t>(config::getInt("WEFT_CUDA_STAGE_BYTES"));
+  if (o.twoShotBytes == 0) o.twoShotBytes = static_cast<size_t>(config::getInt("WEFT_CUDA_TWOSHOT_BYTES"));
   WEFT_TRY(c->init(bs, o, whyNot));
   if (whyNot->empty()) *out = std::move(c);
   return Status::ok();

@@ -17,6 +17,16 @@ Status DeviceComm::create(bootstrap::Bootstrap&, const DeviceCommOptions&, std::
   return Status::ok();
 }
 
+BufferInfo describe(const void*) { return BufferInfo{}; }
+
+Status openWindow(bootstrap::Bootstrap&, void* buf, size_t size, uint64_t, Window* w, std::string*) {
+  w->buf = buf;
+  w->size = size;
+  return Status::ok();
+}
+
+void closeWindow(Window*) {}
+
 Status reduceOnDevice(DataType, RedOp, void*, const void*, const void*, size_t, void*) {
   return invalidUsage("this libweft was built without CUDA");
 }

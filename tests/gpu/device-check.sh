@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # device-check.sh: the GPU proof of device buffers, in one run of a few minutes.
 #   On a GPU machine: prints the machine (nvidia-smi, driver and CUDA versions, ldd of every binary,
-#   MPS), then runs the bundle's device tests and the benchmark (weft-device-bench).
+#   MPS, which it starts), then runs the bundle's device tests (ranks as threads and as processes)
+#   and the benchmark (weft-device-bench, ranks as threads and as processes, eager and in graphs).
 #   Without a GPU (CI, developer machines): builds the bundle (a dry run) and prints a SKIP line.
 # The bundle is build-device/bundle (cmake --build build --target device-bundle, or this script);
 # carry it to the GPU machine. WEFT_BUNDLE_DIR overrides its place; DEVICE_CHECK_NO_BUILD=1 skips
@@ -38,11 +39,29 @@ for f in "$bundle"/bin/* "$bundle"/lib/*; do
   ldd "$f"
 done
 echo "== MPS"
+# Ranks as processes share the GPU through MPS (without it they time-slice: correct, never used for
+# latency figures). Started here with private pipe/log folders, stopped at the end.
+mps_started=0
 if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
-  echo "nvidia-cuda-mps-control present; MPS not started: this run has no multi-process (CUDA IPC) path yet"
+  export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/weft-mps-pipe}
+  export CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/weft-mps-log}
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d; then
+    sleep 1
+    if echo get_server_list | nvidia-cuda-mps-control >/dev/null 2>&1; then
+      mps_started=1
+      echo "MPS started (control daemon up; pipes in $CUDA_MPS_PIPE_DIRECTORY)"
+    else
+      echo "MPS control daemon did not answer: NOT started; process ranks time-slice"
+    fi
+  else
+    echo "nvidia-cuda-mps-control -d failed: MPS NOT started; process ranks time-slice"
+  fi
 else
-  echo "nvidia-cuda-mps-control absent; MPS not started: this run has no multi-process (CUDA IPC) path yet"
+  echo "nvidia-cuda-mps-control absent: MPS NOT started; process ranks time-slice"
 fi
+stop_mps() { [ $mps_started -eq 1 ] && echo quit | nvidia-cuda-mps-control && echo "MPS stopped"; }
+trap stop_mps EXIT
 
 status=0
 run() {
@@ -58,6 +77,15 @@ run() {
 }
 run "$bundle/bin/weft-device-kernel-test"
 run "$bundle/bin/weft-device-test"
+# Every collective, groups, registration, graph replays: ranks as threads, then as processes.
+run "$bundle/bin/weft-device-coll-test" threads 2
+run "$bundle/bin/weft-device-coll-test" procs 2
+# The two-shot all-reduce forced for every size, several staging rounds, 3 ranks.
+run env WEFT_CUDA_TWOSHOT_BYTES=1 WEFT_CUDA_STAGE_BYTES=65536 "$bundle/bin/weft-device-coll-test" threads 3 coll graph
+# A process rank killed while a kernel waits on it: the kernel ends at its deadline.
+run "$bundle/bin/weft-device-coll-test" procs 2 kill
+# Floor, copy vs reduction, all-reduce eager and captured: 2 ranks as threads, then as processes.
 run "$bundle/bin/weft-device-bench" -t 2
+run "$bundle/bin/weft-device-bench" -p 2
 echo "== device-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status

@@ -174,9 +174,11 @@ void testKindsAndNullStream() {
     CUDA_OK(cudaMemcpyAsync(out.data(), d, 1024 * sizeof(float), cudaMemcpyDeviceToHost, s));
     CUDA_OK(cudaStreamSynchronize(s));
     CHECK(out[0] == 3.0f && out[1023] == 3.0f, "NULL stream result %g", out[0]);
-    // Other collectives refuse device buffers clearly.
-    r = weftBroadcast(d, d, 16, weftFloat32, 0, comm, s);
-    CHECK(r == weftInvalidUsage, "broadcast on device buffers gave %d", static_cast<int>(r));
+    // Point-to-point and all-to-all refuse device buffers clearly.
+    r = weftSend(d, 16, weftFloat32, 1 - rank, comm, s);
+    CHECK(r == weftInvalidUsage, "send on device buffers gave %d", static_cast<int>(r));
+    r = weftAlltoAll(d, d, 16, weftFloat32, comm, s);
+    CHECK(r == weftInvalidUsage, "all-to-all on device buffers gave %d", static_cast<int>(r));
     bar.arrive_and_wait();
     CUDA_OK(cudaFree(d));
   });

@@ -3,7 +3,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -77,6 +83,74 @@ TEST(Bootstrap, RendezvousMessagesAllGatherBarrier) {
   std::vector<char> got;
   Status t = b[0]->recv(1, 777, &got, nowNs() + 50000000ull);
   EXPECT_FALSE(t.isOk());
+  b.clear();
+}
+
+// The failure hook (the device path's way to end GPU waits): called with -1 when a peer reports a
+// failure, and with the rank of a peer whose process died (rank 2 is a forked process that exits
+// without destroying its bootstrap); never after it is cleared.
+TEST(Bootstrap, FailureHookSeesReportedFailuresAndDeadPeers) {
+  setenv("WEFT_SOCKET_IFNAME", "lo", 1);
+  const int n = 3;
+  UniqueId id;
+  ASSERT_TRUE(startRoot(&id).isOk());
+  std::fflush(stdout);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::unique_ptr<Bootstrap> b;
+    if (!Bootstrap::create(id, n, 2, nullptr, 10000, &b)) _exit(2);
+    std::vector<int> g(n, 0);
+    g[2] = 2;
+    if (!b->allGather(g.data(), sizeof(int), nowNs() + 10000000000ull)) _exit(3);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 1's report reaches rank 0 first
+    _exit(0);  // dies: no goodbye
+  }
+  std::vector<std::unique_ptr<Bootstrap>> b(2);
+  std::vector<Status> st(2);
+  std::vector<std::thread> th;
+  for (int r = 0; r < 2; ++r) th.emplace_back([&, r] { st[r] = Bootstrap::create(id, n, r, nullptr, 10000, &b[r]); });
+  for (auto& t : th) t.join();
+  for (int r = 0; r < 2; ++r) ASSERT_TRUE(st[r].isOk()) << st[r].message();
+  std::mutex mu;
+  std::vector<int> seen;
+  b[0]->setFailureHook([&](int rank) {
+    std::lock_guard<std::mutex> g(mu);
+    seen.push_back(rank);
+  });
+  th.clear();
+  for (int r = 0; r < 2; ++r)
+    th.emplace_back([&, r] {
+      std::vector<int> g(n, 0);
+      g[static_cast<size_t>(r)] = r;
+      st[r] = b[r]->allGather(g.data(), sizeof(int), nowNs() + 10000000000ull);
+    });
+  for (auto& t : th) t.join();
+  for (int r = 0; r < 2; ++r) ASSERT_TRUE(st[r].isOk()) << st[r].message();
+  b[1]->broadcastError(Code::kRemote, "rank 1 failed");
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto has = [&](int v) {
+    std::lock_guard<std::mutex> g(mu);
+    return std::find(seen.begin(), seen.end(), v) != seen.end();
+  };
+  const uint64_t until = nowNs() + 5000000000ull;
+  while ((!has(-1) || !has(2)) && nowNs() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(has(-1)) << "rank 1's reported failure did not reach the hook";
+  EXPECT_TRUE(has(2)) << "rank 2's death did not reach the hook";
+  b[0]->setFailureHook({});
+  size_t before;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    before = seen.size();
+  }
+  b[1]->broadcastError(Code::kRemote, "again");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  {
+    std::lock_guard<std::mutex> g(mu);
+    EXPECT_EQ(seen.size(), before) << "a cleared hook was called";
+  }
   b.clear();
 }
 
