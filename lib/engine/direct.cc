@@ -541,7 +541,7 @@ void Communicator::logDirect(const OpDesc& op, plan::Algo algo) {
   word |= uint64_t{1} << (bit % 64);
   WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: direct %s through the shared region (%s)", collName(op.coll), bytes,
             nranks_, plan::algoName(algo),
-            cfg_.tuner.forced ? "forced by WEFT_ALGO" : "one host: one-shot up to WEFT_ONESHOT_THRESHOLD, two-shot above");
+            cfg_.tuner.forced ? "forced by WEFT_ALGO" : "one host: one-shot up to WEFT_ONESHOT_THRESHOLD (2 ranks: 16 MiB), two-shot above");
 }
 
 Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
