@@ -917,7 +917,7 @@ Status Communicator::run(const OpDesc& op) {
     const size_t bytes = op.count * typeSize(op.dtype);
     plan::Algo algo;
     if (cfg_.tuner.forced) algo = cfg_.tuner.forcedAlgo;
-    else algo = bytes <= cfg_.tuner.oneShotThresholdBytes ? plan::Algo::kOneShot : plan::Algo::kTwoShot;
+    else algo = plan::oneHostAlgo(cfg_.tuner, nranks_, bytes);
     if (algo == plan::Algo::kOneShot || algo == plan::Algo::kTwoShot) {
       logDirect(op, algo);
       return runDirect(op, algo);

@@ -270,18 +270,25 @@ DirectRegion::~DirectRegion() {
 
 void DirectRegion::publish(std::atomic<uint32_t>& word, bool done, uint32_t k) {
   word.store(k, std::memory_order_release);
-  if (counting_) {
-    // The word precedes the count, so a rank that sees the count complete sees every word. Dekker
-    // with a sleeper (raise the waiter count, then re-read the counter): the read-modify-write is
-    // a full barrier, so either it sees the completed count or we see its waiter count.
-    const uint32_t c = counter(done).fetch_add(1, std::memory_order_seq_cst) + 1;
-    if (c == static_cast<uint32_t>(nranks_) * k && counterWaiters(done).load(std::memory_order_seq_cst) != 0)
-      futex::wakeAll(&counter(done));
-    return;
-  }
-  // Dekker with a sleeper (raise the waiter count, read the counter, re-read our word): either it
-  // sees our word or we see its count, bump the counter (so its FUTEX_WAIT on the old value
-  // returns) and wake it.
+  if (!counting_) return;  // settle() after this rank's own waits
+  // Every rank publishes each word once per round (done: once per two-shot round), and no rank
+  // publishes for the next round before all have published for this one, so the increment that
+  // makes the count a multiple of n is the round's last. The word precedes the increment; Dekker
+  // with a sleeper (raise the waiter count, read the counter, re-read the word it waits for): the
+  // read-modify-write is a full barrier, so either the sleeper sees the word or the last
+  // publisher sees its waiter count and wakes it.
+  const uint32_t c = counter(done).fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (c % static_cast<uint32_t>(nranks_) == 0 && counterWaiters(done).load(std::memory_order_seq_cst) != 0)
+    futex::wakeAll(&counter(done));
+}
+
+void DirectRegion::settle(bool done) {
+  if (counting_) return;
+  // Not counting: a sleeper is woken by any publisher that sees it (Dekker: the sleeper raises the
+  // waiter count, reads the counter, re-reads the word; we stored the word, fence, read the
+  // count), which bumps the counter so that a FUTEX_WAIT on the old value returns. Done after this
+  // rank's own waits of the round, so the store's fence is off the fast path: a peer that sleeps
+  // on our word has published its own before sleeping, so our waits end and we get here.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (counterWaiters(done).load(std::memory_order_relaxed) != 0) {
     counter(done).fetch_add(1, std::memory_order_seq_cst);
@@ -339,6 +346,19 @@ inline void cpuRelax() {
 }
 
 inline bool reached(uint32_t v, uint32_t k) { return static_cast<int32_t>(v - k) >= 0; }
+
+// The descriptor as the channels' op header, for describeOp().
+OpHeader headerOf(const DirectDesc& d) {
+  OpHeader h{};
+  h.seq = d.seq;
+  h.coll = d.coll;
+  h.dtype = d.dtype;
+  h.redop = d.redop;
+  h.algo = d.algo;
+  h.count = d.count;
+  h.root = -1;
+  return h;
+}
 
 // memcpy, or with streaming (non-temporal) stores for the aligned middle when `stream`.
 void copyOut(char* dst, const char* src, size_t bytes, bool stream) {
@@ -418,25 +438,19 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
   // Sleep on the shared counter in slices, until every rank has arrived (or published its slice).
   std::atomic<uint32_t>& ctr = direct_->counter(done);
   std::atomic<uint32_t>& waiters = direct_->counterWaiters(done);
-  const uint32_t target = static_cast<uint32_t>(nranks_) * k;
   for (;;) {
     waiters.fetch_add(1, std::memory_order_seq_cst);
     uint32_t v = ctr.load(std::memory_order_seq_cst);
-    const bool all = direct_->counting() && reached(v, target);
-    if (!all && !reached(word.load(std::memory_order_seq_cst), k)) futex::wait(&ctr, v, 10 * kNsPerMs);
+    if (!reached(word.load(std::memory_order_seq_cst), k)) futex::wait(&ctr, v, 10 * kNsPerMs);
     waiters.fetch_sub(1, std::memory_order_relaxed);
     if (reached(word.load(std::memory_order_acquire), k)) return Status::ok();
     WEFT_TRY(checkInterrupt());
     now = nowNs();
     DirectDesc other;
     if (direct_->announced(peer, &other) && other.seq == mine.seq && other != mine) {
-      OpHeader a{}, b{};
-      a.seq = mine.seq, a.coll = mine.coll, a.dtype = mine.dtype, a.redop = mine.redop, a.algo = mine.algo,
-      a.count = mine.count, a.root = -1;
-      b.seq = other.seq, b.coll = other.coll, b.dtype = other.dtype, b.redop = other.redop, b.algo = other.algo,
-      b.count = other.count, b.root = -1;
-      return invalidUsage("collective mismatch: " + bootstrap_->describe(rank_) + " called " + describeOp(a) +
-                          " but " + bootstrap_->describe(peer) + " called " + describeOp(b) +
+      return invalidUsage("collective mismatch: " + bootstrap_->describe(rank_) + " called " +
+                          describeOp(headerOf(mine)) + " but " + bootstrap_->describe(peer) + " called " +
+                          describeOp(headerOf(other)) +
                           " (through the channels; a collective inside weftGroupStart/End with sends or receives runs "
                           "there): every rank must call the same collectives, in the same order, with the same count, "
                           "type, op and root");
@@ -453,11 +467,8 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
     if (bootstrap_->departed(peer))
       return remoteError(bootstrap_->describe(peer) + " has destroyed its communicator and cannot take part any more");
     if (cfg_.timeoutMs && now - start > cfg_.timeoutMs * kNsPerMs) {
-      OpHeader a{};
-      a.seq = mine.seq, a.coll = mine.coll, a.dtype = mine.dtype, a.redop = mine.redop, a.algo = mine.algo,
-      a.count = mine.count, a.root = -1;
       return timeoutError("no progress for " + std::to_string(cfg_.timeoutMs) + " ms (WEFT_TIMEOUT_MS): " +
-                          describeOp(a) + " is waiting for " + bootstrap_->describe(peer) + " to " +
+                          describeOp(headerOf(mine)) + " is waiting for " + bootstrap_->describe(peer) + " to " +
                           (done ? "publish its reduced slice" : "arrive") +
                           ": is that rank still running and calling the same collectives in the same order?");
     }
@@ -465,13 +476,8 @@ Status Communicator::directWait(int peer, bool done, uint32_t k, const DirectDes
 }
 
 Status Communicator::directMismatch(int peer, const DirectDesc& mine, const DirectDesc& theirs) const {
-  OpHeader a{}, b{};
-  a.seq = mine.seq, a.coll = mine.coll, a.dtype = mine.dtype, a.redop = mine.redop, a.algo = mine.algo,
-  a.count = mine.count, a.root = -1;
-  b.seq = theirs.seq, b.coll = theirs.coll, b.dtype = theirs.dtype, b.redop = theirs.redop, b.algo = theirs.algo,
-  b.count = theirs.count, b.root = -1;
-  return invalidUsage("collective mismatch: " + bootstrap_->describe(rank_) + " called " + describeOp(a) + " but " +
-                      bootstrap_->describe(peer) + " called " + describeOp(b) +
+  return invalidUsage("collective mismatch: " + bootstrap_->describe(rank_) + " called " + describeOp(headerOf(mine)) +
+                      " but " + bootstrap_->describe(peer) + " called " + describeOp(headerOf(theirs)) +
                       ": every rank must call the same collectives, in the same order, with the same count, type, "
                       "op and root (and matching send/recv counts and types)");
 }
@@ -535,7 +541,7 @@ void Communicator::logDirect(const OpDesc& op, plan::Algo algo) {
   word |= uint64_t{1} << (bit % 64);
   WEFT_INFO(PLAN, "%s of %zu bytes on %d ranks: direct %s through the shared region (%s)", collName(op.coll), bytes,
             nranks_, plan::algoName(algo),
-            cfg_.tuner.forced ? "forced by WEFT_ALGO" : "one host: one-shot up to WEFT_ONESHOT_THRESHOLD, two-shot above");
+            cfg_.tuner.forced ? "forced by WEFT_ALGO" : "one host: one-shot up to WEFT_ONESHOT_THRESHOLD (2 ranks: 16 MiB), two-shot above");
 }
 
 Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
@@ -585,6 +591,7 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
       const DirectDesc& theirs = R.ctl(q).arrive[k & 1].desc;
       if (theirs != mine) return directFailed(directMismatch(q, mine, theirs), op, mine);
     }
+    R.settle(false);
     if (!twoShot) {
       for (int q = 0; q < n; ++q)
         srcs[q] = inlined ? reinterpret_cast<const char*>(R.ctl(q).arrive[k & 1].small) : R.input(q, k);
@@ -610,6 +617,7 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
       if (!s) return directFailed(s, op, mine);
       if (ql) copyOut(recv + (off + qo) * es, R.result(q, k), ql * es, stream);
     }
+    R.settle(true);
   }
   if (stream) streamFence();
   return Status::ok();
@@ -618,12 +626,9 @@ Status Communicator::runDirect(const OpDesc& op, plan::Algo algo) {
 Status Communicator::directFailed(const Status& s, const OpDesc& op, const DirectDesc& mine) {
   (void)op;
   if (abort_.load()) return s;  // a local abort is not re-broadcast as this rank's failure
-  OpHeader a{};
-  a.seq = mine.seq, a.coll = mine.coll, a.dtype = mine.dtype, a.redop = mine.redop, a.algo = mine.algo,
-  a.count = mine.count, a.root = -1;
   if (s.code() == Code::kInvalidUsage && s.message().rfind("collective mismatch", 0) == 0) return fail(s);
   if (bootstrap_->hasError() && bootstrap_->error().message() == s.message()) return fail(s);
-  return fail(s.withContext(describeOp(a)));
+  return fail(s.withContext(describeOp(headerOf(mine))));
 }
 
 }  // namespace weft::engine

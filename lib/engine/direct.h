@@ -27,9 +27,11 @@
 // Waiting: a waiter spins briefly on the peer's word, then yields, then increments a waiter count
 // and sleeps in FUTEX_WAIT (shared, not private) in bounded slices on a shared counter. With more
 // ranks than cores (counting mode) every rank increments the counter after publishing its word
-// and the increment that completes round k (n x k) calls FUTEX_WAKE, only when the waiter count
-// is non-zero: a rank sleeps at most once per round, one wake-up call per round. Otherwise the
-// publisher stores its word, fences, and bumps the counter and wakes only when it sees a sleeper.
+// and the increment that completes the round (a multiple of n) calls FUTEX_WAKE, only when the
+// waiter count is non-zero: one wake-up call per round. Otherwise publishing is a plain store;
+// after its own waits of the round a rank fences and, only if it sees a sleeper, bumps the counter
+// and wakes (a rank sleeps only after its own word is visible, so the last arriver never sleeps
+// and its settle wakes the rest).
 #pragma once
 
 #include <atomic>
@@ -114,6 +116,8 @@ class DirectRegion {
   // Store round k into this rank's word (release), then count the arrival (or, done: the published
   // result) in the shared counter; the last of the n ranks wakes the sleepers, if any.
   void publish(std::atomic<uint32_t>& word, bool done, uint32_t k);
+  // After this rank's waits of the round: wake sleepers (not counting mode; see direct.cc).
+  void settle(bool done);
   // Counting mode (set at creation, the same on every rank): the counters count arrivals exactly
   // (used when this host's ranks outnumber its cores, where ranks sleep often). Otherwise a
   // counter is only a wake-up sequence, bumped by a publisher that sees a sleeper, and the fast

@@ -162,7 +162,7 @@ Plan choosePlanFromModel(const TunerConfig& cfg, const CostModel& model, CollTyp
     // One host: the direct all-reduces beat ring and tree at every size (fewer latencies, the same
     // or less traffic). Between the two, one-shot's extra (n-2)·S of copying and reducing is cheap
     // below WEFT_ONESHOT_THRESHOLD (measured crossover on this machine, 2-4 ranks over shm).
-    p.algo = bytes <= cfg.oneShotThresholdBytes ? Algo::kOneShot : Algo::kTwoShot;
+    p.algo = oneHostAlgo(cfg, model.nRanks(), bytes);
   } else {
     p.algo = model.choose(coll, bytes);
   }

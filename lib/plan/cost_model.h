@@ -92,6 +92,8 @@ class CostModel {
   int treeChannels() const { return treeChannels_; }
   const CostConstants& constants() const { return k_; }
 
+  int nRanks() const { return nRanks_; }
+
  private:
   double interBw(int nch, bool tree) const;
   CostConstants k_;

@@ -227,15 +227,16 @@ TEST(DirectFault, DirectAgainstChannelCollectiveIsAMismatch) {
   }
 }
 
-// One rank's count crosses the one-shot threshold (so it chose two-shot): a mismatch, on every rank.
+// One rank's count crosses the one-shot threshold (so it chose two-shot; 3 ranks: with 2 the tuner
+// keeps one-shot up to 16 MiB): a mismatch, on every rank.
 TEST(DirectFault, OneShotAgainstTwoShotIsAMismatch) {
   RunOptions o;
-  o.nranks = 2;
+  o.nranks = 3;
   auto reports = runRanks(o, [](const RankContext& ctx) {
     weftComm_t comm;
-    if (weftCommInitRank(&comm, 2, ctx.ids[0], ctx.rank) != weftSuccess) return 10;
+    if (weftCommInitRank(&comm, 3, ctx.ids[0], ctx.rank) != weftSuccess) return 10;
     std::vector<float> a(40000, 1.0f), b(40000);
-    size_t count = ctx.rank == 0 ? 16384 : 16385;  // 64 KiB vs 64 KiB + 4
+    size_t count = ctx.rank == 1 ? 16385 : 16384;  // 64 KiB + 4 vs 64 KiB
     weftResult_t r = weftAllReduce(a.data(), b.data(), count, weftFloat, weftSum, comm, nullptr);
     ctx.report->result = r;
     ctx.say(weftGetLastError(comm));
@@ -246,6 +247,7 @@ TEST(DirectFault, OneShotAgainstTwoShotIsAMismatch) {
     EXPECT_EQ(r.result, weftInvalidUsage) << describe(reports);
     EXPECT_TRUE(contains(r.message, "collective mismatch")) << describe(reports);
     EXPECT_TRUE(contains(r.message, "count 16385")) << describe(reports);
+    EXPECT_TRUE(contains(r.message, "twoshot")) << describe(reports);
   }
 }
 
