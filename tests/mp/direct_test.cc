@@ -161,40 +161,8 @@ std::set<std::string> devShmEntries() {
 TEST(DirectFault, KilledPeerFailsEverySurvivorAndLeavesNothing) {
   for (const char* algo : {"oneshot", "twoshot"}) {
     std::set<std::string> before = devShmEntries();
-    setenv("WEFT_ALGO", algo, 1);
-    RunOptions o;
-    o.nranks = 4;
-    long long killedAt = 0;
-    o.parentAction = [&](const std::vector<int>& pids) {
-      usleep(1500000);
-      killedAt = monoNs();
-      kill(pids[2], SIGKILL);
-    };
-    auto reports = runRanks(o, [](const RankContext& ctx) {
-      weftComm_t comm;
-      if (weftCommInitRank(&comm, ctx.nranks, ctx.ids[0], ctx.rank) != weftSuccess) return 10;
-      std::vector<float> a(100000, 1.0f), b(100000);
-      for (int it = 0; it < 100000000; ++it) {
-        size_t count = (it % 3 == 0) ? 3 : a.size();
-        weftResult_t r = weftAllReduce(a.data(), b.data(), count, weftFloat, weftSum, comm, nullptr);
-        if (r != weftSuccess) {
-          ctx.report->timeNs = monoNs();
-          ctx.report->result = r;
-          ctx.say(weftGetLastError(comm));
-          weftCommAbort(comm);
-          return 0;
-        }
-      }
-      return 1;
-    });
-    unsetenv("WEFT_ALGO");
-    for (int r : {0, 1, 3}) {
-      EXPECT_EQ(reports[r].exitCode, 0) << algo << "\n" << describe(reports);
-      EXPECT_EQ(reports[r].result, weftRemoteError) << algo << "\n" << describe(reports);
-      EXPECT_LT(reports[r].timeNs - killedAt, 1'500'000'000LL) << algo << "\n" << describe(reports);
-      EXPECT_TRUE(contains(reports[r].message, "rank 2")) << algo << "\n" << describe(reports);
-    }
-    EXPECT_TRUE(reports[2].signaled);
+    KillRun run = runAllReduceAndKill(4, 2, algo, 100000, /*mixSmall=*/true);
+    EXPECT_EQ(survivorsNameVictim(run, 2, 1'500'000'000LL), "") << algo;
     EXPECT_EQ(devShmEntries(), before) << "entries appeared in /dev/shm";
   }
 }

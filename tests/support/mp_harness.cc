@@ -1,6 +1,7 @@
 #include "support/mp_harness.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -86,6 +87,57 @@ std::vector<Report> runRanks(const RunOptions& opt, const std::function<int(cons
   std::vector<Report> out(reports, reports + opt.nranks);
   munmap(mem, bytes);
   return out;
+}
+
+KillRun runAllReduceAndKill(int nranks, int victim, const char* algo, size_t bigCount, bool mixSmall,
+                            long long killAfterUs) {
+  setenv("WEFT_ALGO", algo, 1);
+  RunOptions o;
+  o.nranks = nranks;
+  KillRun run;
+  o.parentAction = [&](const std::vector<int>& pids) {
+    usleep(static_cast<useconds_t>(killAfterUs));
+    run.killedAtNs = monoNs();
+    kill(pids[static_cast<size_t>(victim)], SIGKILL);
+  };
+  run.reports = runRanks(o, [bigCount, mixSmall](const RankContext& ctx) {
+    weftComm_t comm;
+    if (weftCommInitRank(&comm, ctx.nranks, ctx.ids[0], ctx.rank) != weftSuccess) return 10;
+    std::vector<float> a(bigCount, 1.0f), b(bigCount);
+    for (long it = 0; it < 1000000000L; ++it) {
+      size_t count = (mixSmall && it % 3 == 0) ? 3 : a.size();
+      weftResult_t r = weftAllReduce(a.data(), b.data(), count, weftFloat, weftSum, comm, nullptr);
+      if (r != weftSuccess) {
+        ctx.report->timeNs = monoNs();
+        ctx.report->result = r;
+        ctx.say(weftGetLastError(comm));
+        weftCommAbort(comm);
+        return 0;
+      }
+    }
+    return 1;
+  });
+  unsetenv("WEFT_ALGO");
+  return run;
+}
+
+std::string survivorsNameVictim(const KillRun& run, int victim, long long limitNs) {
+  std::string bad;
+  const std::string name = "rank " + std::to_string(victim);
+  for (size_t r = 0; r < run.reports.size(); ++r) {
+    const Report& x = run.reports[r];
+    const std::string who = "rank " + std::to_string(r) + ": ";
+    if (static_cast<int>(r) == victim) {
+      if (!x.signaled) bad += who + "the victim was not killed\n";
+      continue;
+    }
+    if (x.exitCode != 0) bad += who + "exit " + std::to_string(x.exitCode) + "\n";
+    if (x.result != weftRemoteError) bad += who + "result " + std::to_string(x.result) + ", not weftRemoteError\n";
+    if (x.timeNs - run.killedAtNs >= limitNs)
+      bad += who + "failed " + std::to_string((x.timeNs - run.killedAtNs) / 1000000) + " ms after the kill\n";
+    if (std::strstr(x.message, name.c_str()) == nullptr) bad += who + "the error does not name " + name + "\n";
+  }
+  return bad.empty() ? bad : bad + describe(run.reports);
 }
 
 std::string describe(const std::vector<Report>& r) {

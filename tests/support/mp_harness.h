@@ -43,6 +43,21 @@ std::vector<Report> runRanks(const RunOptions& opt, const std::function<int(cons
 
 long long monoNs();
 
+// A rank killed in the middle of all-reduces: nranks ranks loop weftAllReduce over float buffers of
+// bigCount elements (every third call only 3 elements when mixSmall) with WEFT_ALGO=algo; the
+// parent SIGKILLs rank `victim` after killAfterUs. A survivor records the failing call's result,
+// the time and the error text, aborts and exits 0.
+struct KillRun {
+  std::vector<Report> reports;
+  long long killedAtNs = 0;
+};
+KillRun runAllReduceAndKill(int nranks, int victim, const char* algo, size_t bigCount, bool mixSmall,
+                            long long killAfterUs = 1500000);
+
+// Empty when every survivor failed with weftRemoteError naming the victim ("rank V") within
+// limitNs of the kill and the victim died by the signal; otherwise what went wrong and the reports.
+std::string survivorsNameVictim(const KillRun& run, int victim, long long limitNs);
+
 // "rank 0: exit 0 ...\nrank 1: ..." for failure messages.
 std::string describe(const std::vector<Report>& r);
 
