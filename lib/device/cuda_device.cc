@@ -440,7 +440,7 @@ class CudaComm final : public DeviceComm {
     size_t stage = opts.stageBytes ? opts.stageBytes : kDefaultStageBytes;
     stage = std::max<size_t>(4096, (stage + 15) & ~static_cast<size_t>(15));  // >= kMaxRanks granules
     me->stageBytes = stage;
-    const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[2], 16-byte aligned end
+    const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[kControlWords], 16-byte aligned end
     void* mem = nullptr;
     int e = cudaMalloc(&mem, flagBytes + 2 * stage);
     if (e != cudaSuccess) {
