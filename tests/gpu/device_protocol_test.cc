@@ -438,20 +438,35 @@ TEST(DeviceProtocol, TimeoutStopsQueuedCallsAndPeersAtOnce) {
   // ("peer aborted"), not at its own deadline.
   World w(2, 256, 20'000'000);
   std::vector<uint64_t> send(32, 1), recv(32, 0);  // one round
-  EXPECT_EQ(playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 4), kWaitTimedOut);
+  EXPECT_EQ(playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 1), kWaitTimedOut);
   EXPECT_EQ(w.abortWords[0], 1u);
   EXPECT_EQ(w.errors[0].code, kWaitTimedOut);
   EXPECT_EQ(w.errors[0].peer, 1);
-  EXPECT_EQ(w.flags[0][kMaxBlocks + 2], 1u);  // claimed once
+  EXPECT_EQ(w.flags[0][kMaxBlocks + 2], 1u);  // claimed
   EXPECT_EQ(playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 4), kWaitAborted);  // the queued call
   EXPECT_EQ(w.flags[0][0], flagA(1));  // it published nothing
+  EXPECT_EQ(w.flags[0][1], 0u);
   std::vector<uint64_t> send1(32, 2), recv1(32, 0);
-  EXPECT_EQ(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 4), kWaitReady);  // rank 0 had published round 1
-  EXPECT_EQ(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 4), kWaitPeerAborted);
+  EXPECT_EQ(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 1), kWaitReady);  // rank 0 had published round 1
+  EXPECT_EQ(recv1, std::vector<uint64_t>(32, 3));
+  // Rank 1's next call: each of its 4 blocks ends on rank 0's abort word, or on rank 1's own once
+  // its first block gave up; the record says why the first one did.
+  EXPECT_NE(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 4), kWaitReady);
   EXPECT_EQ(w.errors[0].code, kWaitTimedOut);  // first failure wins
   EXPECT_EQ(w.errors[1].code, kWaitPeerAborted);
   EXPECT_EQ(w.errors[1].peer, 0);
   EXPECT_EQ(w.abortWords[1], 1u);  // rank 1 gave up too: its own later calls stop at once
+}
+
+TEST(DeviceProtocol, ManyBlocksGivingUpClaimTheRecordOnce) {
+  World w(2, 256, 10'000'000);
+  std::vector<uint64_t> send(32, 1), recv(32, 0);
+  const uint32_t st = playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 8);
+  EXPECT_TRUE(st == kWaitTimedOut || st == kWaitAborted) << st;
+  EXPECT_EQ(w.errors[0].code, kWaitTimedOut);  // the first to give up timed out; later ones saw the abort word
+  EXPECT_EQ(w.errors[0].peer, 1);
+  EXPECT_EQ(w.errors[0].seq, 1u);
+  EXPECT_EQ(w.flags[0][kMaxBlocks + 2], 1u);
 }
 
 TEST(DeviceProtocol, APeerThatFinishedAndThenEndedIsNoFailure) {
