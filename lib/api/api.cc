@@ -115,7 +115,9 @@ weft::Status ready(weftComm* c) {
 
 // Collective, right after the communicator is created: the device state for device buffers
 // (lib/device). Ranks without CUDA take part and get none, touching no CUDA.
-weft::Status setupDevice(weftComm* c) {
+// device: the CUDA device of the thread that created the communicator (a non-blocking init runs
+// this on its own thread, whose current device would be 0).
+weft::Status setupDevice(weftComm* c, int device) {
   if (!weft::device::built()) {
     c->deviceWhyNot = "this libweft was built without CUDA";
     return weft::Status::ok();
@@ -123,6 +125,7 @@ weft::Status setupDevice(weftComm* c) {
   weft::device::DeviceCommOptions o;
   o.timeoutMs = c->impl->config().timeoutMs;
   o.initTimeoutMs = c->impl->config().initTimeoutMs;
+  o.device = device;
   return weft::device::DeviceComm::create(c->impl->bootstrapRef(), o, &c->device, &c->deviceWhyNot);
 }
 
@@ -169,18 +172,19 @@ weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, c
   auto c = std::make_unique<weftComm>();
   if (blocking) {
     weft::Status s = weft::engine::Communicator::create(id, nranks, rank, opts, &c->impl);
-    if (s) s = setupDevice(c.get());
+    if (s) s = setupDevice(c.get(), weft::device::currentDevice());
     if (!s) return report(s, call);
     *out = c.release();
     return weftSuccess;
   }
   weftComm* raw = c.get();
   raw->initializing.store(true);
-  raw->initThread = std::thread([raw, id, nranks, rank, opts] {
+  const int device = weft::device::currentDevice();  // the caller's, not the init thread's
+  raw->initThread = std::thread([raw, id, nranks, rank, opts, device] {
     weft::Status s;
     try {
       s = weft::engine::Communicator::create(id, nranks, rank, opts, &raw->impl);
-      if (s) s = setupDevice(raw);
+      if (s) s = setupDevice(raw, device);
     } catch (const std::exception& e) {
       s = weft::internalError(e.what());
     }
@@ -440,7 +444,7 @@ WEFT_API weftResult_t weftCommSplit(weftComm_t comm, int color, int key, weftCom
     if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto c = std::make_unique<weftComm>();
     s = comm->impl->split(color, key, config ? &opts : nullptr, &c->impl);
-    if (s && c->impl) s = setupDevice(c.get());
+    if (s && c->impl) s = setupDevice(c.get(), weft::device::currentDevice());
     if (!s) return report(s, call);
     if (c->impl) *newcomm = c.release();
     return weftSuccess;

@@ -109,6 +109,16 @@ Status cudaFail(const char* what, int e) {
 
 bool built() { return true; }
 
+int currentDevice() {
+  if (!driverLoaded()) return -1;
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return dev;
+}
+
 MemKind classify(const void* p) {
   if (p == nullptr || !driverLoaded()) return MemKind::kHost;
   const auto a = reinterpret_cast<uintptr_t>(p);
@@ -226,6 +236,33 @@ void closeWindow(Window* w) {
 }
 
 namespace {
+
+// Makes `dev` current for a scope and restores the caller's device after (one thread may drive
+// several communicators on different GPUs; both calls are legal during stream capture).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int dev) {
+    if (dev < 0 || cudaGetDevice(&saved_) != cudaSuccess) {
+      cudaGetLastError();
+      saved_ = -1;
+      return;
+    }
+    if (saved_ == dev) {
+      saved_ = -1;
+    } else if (cudaSetDevice(dev) != cudaSuccess) {
+      cudaGetLastError();
+      saved_ = -1;
+    }
+  }
+  ~DeviceScope() {
+    if (saved_ >= 0 && cudaSetDevice(saved_) != cudaSuccess) cudaGetLastError();
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int saved_ = -1;
+};
 
 struct RankInfo {
   uint64_t hostId;
@@ -362,6 +399,7 @@ class CudaComm final : public DeviceComm {
       if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
         return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
     if (call.count == 0) return Status::ok();
+    DeviceScope onDevice(dev_);  // the communicator's GPU, whatever the calling thread's is
     const int n = dc_.nranks;
     const uint64_t es = typeSize(call.type);
     const uint64_t bytes = static_cast<uint64_t>(call.count) * es;
@@ -424,11 +462,19 @@ class CudaComm final : public DeviceComm {
   // This rank's own resources; "" on success, else why not.
   std::string setupLocal(const DeviceCommOptions& opts, RankInfo* me) {
     if (!driverLoaded()) return "CUDA is not loaded in this process";
-    int dev = -1;
-    if (cudaGetDevice(&dev) != cudaSuccess) {
+    int dev = opts.device;
+    if (dev >= 0) {
+      // A non-blocking init runs on its own thread: select the creating thread's device here.
+      cudaError_t e = cudaSetDevice(dev);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        return "cudaSetDevice(" + std::to_string(dev) + "): " + cudaName(e);
+      }
+    } else if (cudaGetDevice(&dev) != cudaSuccess) {
       cudaGetLastError();
       return "no current CUDA device";
     }
+    dev_ = dev;
     me->device = dev;
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -550,6 +596,7 @@ class CudaComm final : public DeviceComm {
   }
 
   void release() {
+    DeviceScope onDevice(dev_);
     unlinkSegment();
     if (bs_ != nullptr && ready_) bs_->setFailureHook({});
     if (ready_ && multiProcess_ && !aborted_) {
@@ -584,6 +631,7 @@ class CudaComm final : public DeviceComm {
   bootstrap::Bootstrap* bs_ = nullptr;
   DevComm dc_;
   int maxBlocks_ = 1;
+  int dev_ = -1;  // this rank's CUDA device
   size_t twoShotBytes_ = 0;
   bool ready_ = false;
   bool multiProcess_ = false;
