@@ -434,12 +434,49 @@ class CudaComm final : public DeviceComm {
                                   : std::min<uint64_t>(bytes, dc_.stageBytes);
     const uint64_t perBlock = static_cast<uint64_t>(kBlockThreads) * 16 * 4;
     const int nblocks = static_cast<int>(std::clamp<uint64_t>((perRound + perBlock - 1) / perBlock, 1, maxBlocks_));
-    int e = launchColl(dc_, d, nblocks, call.type, op, stream);
-    return e == 0 ? Status::ok() : cudaFail("the collective kernel launch", e);
+    // Calls of one communicator share its staging, flags and round counter: they must run one after
+    // the other. Stream order gives that on one stream; a call on another stream first waits for
+    // the previous call (an event recorded after each launch). Inside a stream capture the event
+    // is one recorded in the same capture (legal there: a join of two captured streams), so
+    // parallel branches of one captured graph are ordered too; an eager event is never waited on
+    // inside a capture (not allowed in global mode): a graph is ordered with eager calls by the
+    // stream it is launched on, the application's.
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    unsigned long long captureId = 0;
+    int e = cudaStreamGetCaptureInfo(stream, &cs, &captureId);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamGetCaptureInfo", e);
+    }
+    if (cs == cudaStreamCaptureStatusInvalidated)
+      return invalidUsage("the stream's capture has been invalidated (an earlier error during the capture)");
+    const bool capturing = cs == cudaStreamCaptureStatusActive;
+    if (!capturing && launched_ && stream != lastStream_) e = cudaStreamWaitEvent(stream, done_, 0);
+    else if (capturing && capLaunched_ && captureId == capId_ && stream != capStream_) e = cudaStreamWaitEvent(stream, capDone_, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamWaitEvent (ordering after this communicator's previous call)", e);
+    }
+    e = launchColl(dc_, d, nblocks, call.type, op, stream);
+    if (e != cudaSuccess) return cudaFail("the collective kernel launch", e);
+    e = cudaEventRecord(capturing ? capDone_ : done_, stream);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaEventRecord (after the collective kernel)", e);
+    }
+    if (capturing) {
+      capLaunched_ = true;
+      capId_ = captureId;
+      capStream_ = stream;
+    } else {
+      launched_ = true;
+      lastStream_ = stream;
+    }
+    return Status::ok();
   }
 
   void abort() override {
-    aborted_ = true;
+    aborted_.store(true);
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
   }
 
@@ -494,6 +531,11 @@ class CudaComm final : public DeviceComm {
       return std::string("cudaMalloc: ") + cudaName(e);
     }
     devMem_ = mem;
+    if ((e = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&capDone_, cudaEventDisableTiming)) != cudaSuccess) {
+      cudaGetLastError();
+      return std::string("cudaEventCreate: ") + cudaName(e);
+    }
     // Zero the flags before any peer can see them (the all-gather comes after).
     if ((e = cudaMemset(mem, 0, flagBytes)) != cudaSuccess || (e = cudaDeviceSynchronize()) != cudaSuccess) {
       cudaGetLastError();
@@ -595,37 +637,59 @@ class CudaComm final : public DeviceComm {
     segCreated_ = false;
   }
 
+  // This rank's launched calls have ended (the last eager launch's event; a communicator whose calls
+  // were all captured into graphs has nothing to wait for here: replays are the application's).
+  bool syncOwn() {
+    if (!launched_ || done_ == nullptr) return true;
+    const bool ok = cudaEventSynchronize(done_) == cudaSuccess;
+    cudaGetLastError();
+    return ok;
+  }
+
   void release() {
     DeviceScope onDevice(dev_);
     unlinkSegment();
     if (bs_ != nullptr && ready_) bs_->setFailureHook({});
-    if (ready_ && multiProcess_ && !aborted_) {
-      // Peers in other processes may still read this rank's staging (the last round of a call ends
-      // on each rank when it has read its peers): wait for every rank to get here with its own
-      // kernels done. Without that (a peer gone, aborted), the memory is left mapped: never freed
-      // under a peer's kernel.
-      bool quiet = cudaDeviceSynchronize() == cudaSuccess;
-      cudaGetLastError();
-      quiet = quiet && bs_ != nullptr && bs_->barrier(nowNs() + 10 * 1000 * kNsPerMs).isOk();
+    // Peers read this rank's staging from other processes or other GPUs (where freeing it does not
+    // wait for their kernels): then every rank meets here first.
+    const bool shared = multiProcess_ || dc_.sysScope != 0;
+    if (ready_ && !aborted_.load()) {
+      // A clean destroy: this rank's queued calls run to their end before its abort word is raised
+      // (raised first, the last call would stop and its peers fail with "peer aborted").
+      bool quiet = syncOwn();
+      if (quiet) closeOpened();  // this rank's mappings of peers' staging, before they free it
+      if (shared) {
+        // Every rank gets here with its own kernels done and its mappings closed; without that (a
+        // peer gone, aborted) the memory stays allocated: never freed under a peer's kernel.
+        quiet = quiet && bs_ != nullptr && bs_->barrier(nowNs() + 10 * 1000 * kNsPerMs).isOk();
+      }
       if (!quiet) {
         WEFT_INFO(INIT, "device path: rank %d leaves its staging allocated (no clean destroy with every peer)", dc_.rank);
-        aborted_ = true;
+        aborted_.store(true);
       }
     }
     // Kernels still waiting on a peer give up at the abort word; peers see it too.
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
-    if (!(multiProcess_ && aborted_)) {
-      for (void*& p : opened_) {
-        if (p != nullptr) cuda_ipc::closeHandle(p);
-        p = nullptr;
-      }
-      // cudaFree waits for the device (ranks that are threads of this process included).
+    if (!(shared && aborted_.load())) {
+      closeOpened();
+      // cudaFree waits for the device (ranks that are threads of this process on this GPU included).
       if (devMem_ != nullptr) cudaFree(devMem_);
       devMem_ = nullptr;
     }
+    if (done_ != nullptr) cudaEventDestroy(done_);
+    if (capDone_ != nullptr) cudaEventDestroy(capDone_);
+    done_ = capDone_ = nullptr;
+    cudaGetLastError();
     // The host slots (abort word, error record) are kept: peers' kernels may still poll this abort
     // word, and it must read "aborted", never freed memory.
     ready_ = false;
+  }
+
+  void closeOpened() {
+    for (void*& p : opened_) {
+      if (p != nullptr) cuda_ipc::closeHandle(p);
+      p = nullptr;
+    }
   }
 
   bootstrap::Bootstrap* bs_ = nullptr;
@@ -635,10 +699,17 @@ class CudaComm final : public DeviceComm {
   size_t twoShotBytes_ = 0;
   bool ready_ = false;
   bool multiProcess_ = false;
-  bool aborted_ = false;
+  std::atomic<bool> aborted_{false};  // set by weftCommAbort from any thread
   bool segCreated_ = false;
   std::string segName_;
   void* devMem_ = nullptr;
+  cudaEvent_t done_ = nullptr;  // recorded after every eager launch (orders calls, see run())
+  bool launched_ = false;       // done_ has been recorded at least once
+  cudaStream_t lastStream_ = nullptr;
+  cudaEvent_t capDone_ = nullptr;  // the same, recorded inside a stream capture
+  bool capLaunched_ = false;
+  unsigned long long capId_ = 0;   // the capture capDone_ was last recorded in
+  cudaStream_t capStream_ = nullptr;
   void* opened_[kMaxRanks] = {};
   uint32_t* abortHost_ = nullptr;
   uint32_t* peerAbortHost_[kMaxRanks] = {};
