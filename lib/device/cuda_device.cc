@@ -4,6 +4,7 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,6 +100,25 @@ std::string hostSlot(void** host, void** dev) {
   return "";
 }
 
+// This process's identity among the ranks: a random 64-bit id, drawn once per process (again in a
+// forked child). A pid is no identity: containers of one pod share the host id (boot id, network
+// namespace) but each has its own pid namespace, so two processes may have the same pid.
+uint64_t processId() {
+  static std::mutex mu;
+  static pid_t owner = -1;
+  static uint64_t id = 0;
+  std::lock_guard<std::mutex> g(mu);
+  if (owner != getpid()) {
+    owner = getpid();
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))  // fallback: time, pid, an address
+      r = static_cast<uint64_t>(nowNs()) * 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(owner) << 32 ^
+          reinterpret_cast<uintptr_t>(&r);
+    id = r | 1;  // never 0
+  }
+  return id;
+}
+
 const char* cudaName(int e) { return cudaGetErrorString(static_cast<cudaError_t>(e)); }
 
 Status cudaFail(const char* what, int e) {
@@ -173,10 +193,9 @@ BufferInfo describe(const void* p) {
 namespace {
 struct WinInfo {
   uint64_t hostId;
-  int32_t pid;
+  uint64_t procId;    // processId()
   int32_t device;     // 1 = device memory
   int32_t hasHandle;  // 1 = ipc is valid
-  int32_t pad;
   uint64_t base;      // allocation base in its process
   uint64_t offset;    // buf - base
   uint64_t size;
@@ -193,7 +212,7 @@ Status openWindow(bootstrap::Bootstrap& bs, void* buf, size_t size, uint64_t dea
   WinInfo& me = all[static_cast<size_t>(rank)];
   std::memset(&me, 0, sizeof me);
   me.hostId = bs.peer(rank).hostId;
-  me.pid = static_cast<int32_t>(getpid());
+  me.procId = processId();
   me.size = size;
   if (w->info.kind == MemKind::kDevice) {
     me.device = 1;
@@ -211,13 +230,13 @@ Status openWindow(bootstrap::Bootstrap& bs, void* buf, size_t size, uint64_t dea
   for (int p = 0; p < n; ++p) {
     const WinInfo& r = all[static_cast<size_t>(p)];
     if (p == rank || !r.device || r.hostId != me.hostId) continue;
-    if (r.pid == me.pid) {
+    if (r.procId == me.procId) {
       w->peer[p] = reinterpret_cast<void*>(r.base + r.offset);
       continue;
     }
     if (!r.hasHandle || !driverLoaded()) continue;
     void* mapped = nullptr;
-    std::string why = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+    std::string why = cuda_ipc::openHandle(r.ipc, r.hostId ^ r.procId, &mapped);
     if (!why.empty()) {
       if (note->empty()) *note = "rank " + std::to_string(p) + "'s window is not mapped here (" + why + "): staged";
       continue;
@@ -266,7 +285,8 @@ class DeviceScope {
 
 struct RankInfo {
   uint64_t hostId;
-  int32_t pid;
+  uint64_t procId;  // processId(): ranks with the same one are threads of one process
+  int32_t pid;      // names rank 0's shared segment only
   int32_t ok;      // 1 = this rank has device state
   int32_t device;  // ordinal in its own process
   int32_t sms;
@@ -310,6 +330,7 @@ class CudaComm final : public DeviceComm {
     std::memset(&me, 0, sizeof me);
     me.hostId = bs.peer(rank).hostId;
     me.pid = static_cast<int32_t>(getpid());
+    me.procId = processId();
     me.twoShotBytes = opts.twoShotBytes;
     std::string local = n > kMaxRanks ? "more than " + std::to_string(kMaxRanks) + " ranks" : setupLocal(opts, &me);
     if (local.empty() && rank == 0 && n > 1) {
@@ -404,6 +425,7 @@ class CudaComm final : public DeviceComm {
     const uint64_t es = typeSize(call.type);
     const uint64_t bytes = static_cast<uint64_t>(call.count) * es;
     cudaStream_t stream = static_cast<cudaStream_t>(call.stream);
+    if (sharesGpuInProcess_) WEFT_TRY(checkStream(stream));
     if (n == 1) {
       // One rank: every collective is a copy (an average of one value is that value).
       if (call.recv == nullptr || call.send == call.recv) return Status::ok();
@@ -563,7 +585,7 @@ class CudaComm final : public DeviceComm {
     dc_.rank = rank;
     dc_.nranks = n;
     dc_.stageBytes = me.stageBytes;
-    for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].pid != me.pid;
+    for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].procId != me.procId;
     // Abort words and error records: this process's pinned slots when every rank is a thread of it;
     // else slots of the shared segment (rank p at p * kSlotBytes), which every process maps.
     char* segHost = nullptr;
@@ -578,8 +600,22 @@ class CudaComm final : public DeviceComm {
     }
     for (int p = 0; p < n; ++p) {
       const RankInfo& r = all[static_cast<size_t>(p)];
-      const bool samePid = r.pid == me.pid;
+      const bool samePid = r.procId == me.procId;
       const bool sameGpu = std::strcmp(r.busId, me.busId) == 0;
+      if (p != rank && sameGpu && samePid) sharesGpuInProcess_ = true;
+      if (p != rank && sameGpu && !samePid) {
+        // Kernels of two processes on one GPU run at the same time only under MPS; time-sliced,
+        // every flag hand-off between them would wait for a context switch.
+        int mps = 0;
+        if (cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, me.device) != cudaSuccess) {
+          cudaGetLastError();
+          mps = 0;
+        }
+        if (!mps)
+          return "rank " + std::to_string(p) + " is another process on the same GPU " + me.busId +
+                 " and MPS is not running (cudaDevAttrMpsEnabled = 0): without MPS their kernels are time-sliced, "
+                 "never resident together; start nvidia-cuda-mps-control -d, or give each process its own GPU";
+      }
       if (!sameGpu) {
         dc_.sysScope = 1;
         int peerDev = -1, can = 0;
@@ -605,7 +641,7 @@ class CudaComm final : public DeviceComm {
         base = reinterpret_cast<char*>(r.flags);
       } else {
         void* mapped = nullptr;
-        std::string w = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+        std::string w = cuda_ipc::openHandle(r.ipc, r.hostId ^ r.procId, &mapped);
         if (!w.empty()) return "rank " + std::to_string(p) + "'s staging: " + w;
         opened_[p] = mapped;
         base = static_cast<char*>(mapped);
@@ -635,6 +671,28 @@ class CudaComm final : public DeviceComm {
   void unlinkSegment() {
     if (segCreated_) cuda_ipc::unlinkSegment(segName_);
     segCreated_ = false;
+  }
+
+  // Another rank of this communicator is a thread of this process on this GPU: its kernel must run
+  // next to this one. The legacy default stream (0, cudaStreamLegacy) and blocking streams
+  // (created without cudaStreamNonBlocking; cudaStreamPerThread is one) wait for each other's work: one rank's kernel would
+  // wait for the other's to end, which waits for this one: a hang until the deadline.
+  Status checkStream(cudaStream_t stream) {
+    if (stream == nullptr || stream == cudaStreamLegacy)
+      return invalidUsage("ranks of this communicator share GPU " + std::to_string(dev_) +
+                          " in this process: the legacy default stream (0) serialises their kernels (a hang); pass a "
+                          "stream created with cudaStreamNonBlocking");
+    unsigned flags = 0;
+    const cudaError_t e = cudaStreamGetFlags(stream, &flags);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamGetFlags", e);
+    }
+    if ((flags & cudaStreamNonBlocking) == 0)
+      return invalidUsage("ranks of this communicator share GPU " + std::to_string(dev_) +
+                          " in this process: a blocking stream waits for the legacy default stream, which serialises "
+                          "their kernels (a hang); create the stream with cudaStreamNonBlocking");
+    return Status::ok();
   }
 
   // This rank's launched calls have ended (the last eager launch's event; a communicator whose calls
@@ -699,6 +757,7 @@ class CudaComm final : public DeviceComm {
   size_t twoShotBytes_ = 0;
   bool ready_ = false;
   bool multiProcess_ = false;
+  bool sharesGpuInProcess_ = false;  // another rank is a thread of this process on this GPU
   std::atomic<bool> aborted_{false};  // set by weftCommAbort from any thread
   bool segCreated_ = false;
   std::string segName_;
