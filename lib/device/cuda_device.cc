@@ -339,13 +339,14 @@ class CudaComm final : public DeviceComm {
       segName_ = segmentName(me);
       void *h = nullptr, *d = nullptr;
       local = cuda_ipc::sharedSegment(segName_, true, kSegmentBytes, &h, &d);
-      if (local.empty()) segCreated_ = true;
+      if (local.empty()) segCreated_ = segMapped_ = true;
     }
     me.ok = local.empty() ? 1 : 0;
     std::snprintf(me.whyNot, sizeof me.whyNot, "%s", local.c_str());
     Status s = bs.allGather(all.data(), sizeof(RankInfo), deadline);
     if (!s) {
       unlinkSegment();
+      dropSegment();
       return s;
     }
     std::string why;
@@ -359,6 +360,7 @@ class CudaComm final : public DeviceComm {
       // Every rank saw the same infos, so every rank stops here alike (host-only programs: one
       // exchange per communicator, no CUDA call).
       unlinkSegment();
+      dropSegment();
       *whyNot = why;
       release();
       return Status::ok();
@@ -374,10 +376,12 @@ class CudaComm final : public DeviceComm {
     std::snprintf(mine.why, sizeof mine.why, "%s", why.c_str());
     s = bs.allGather(verdicts.data(), sizeof(Verdict), deadline);
     unlinkSegment();  // every rank that maps it has done so by now
+    if (!s || !multiProcess_) dropSegment();  // all threads of one process: the segment is not used
     if (!s) return s;
     for (int p = 0; p < n && why.empty(); ++p)
       if (!verdicts[static_cast<size_t>(p)].ok) why = std::string("rank ") + std::to_string(p) + ": " + verdicts[static_cast<size_t>(p)].why;
     if (!why.empty()) {
+      dropSegment();  // refused everywhere: no kernel polls it
       *whyNot = why;
       release();
       return Status::ok();
@@ -595,6 +599,7 @@ class CudaComm final : public DeviceComm {
       segName_ = segmentName(all[0]);
       std::string w = cuda_ipc::sharedSegment(segName_, false, kSegmentBytes, &h, &d);
       if (!w.empty()) return w;
+      segMapped_ = true;
       segHost = static_cast<char*>(h);
       segDev = static_cast<char*>(d);
     }
@@ -666,6 +671,11 @@ class CudaComm final : public DeviceComm {
     dc_.error = reinterpret_cast<ErrorRecord*>(dev + 64);
     dc_.control = dc_.flags[rank] + kMaxBlocks;
     return "";
+  }
+
+  void dropSegment() {
+    if (segMapped_) cuda_ipc::dropSegment(segName_);
+    segMapped_ = false;
   }
 
   void unlinkSegment() {
@@ -760,6 +770,7 @@ class CudaComm final : public DeviceComm {
   bool sharesGpuInProcess_ = false;  // another rank is a thread of this process on this GPU
   std::atomic<bool> aborted_{false};  // set by weftCommAbort from any thread
   bool segCreated_ = false;
+  bool segMapped_ = false;  // this communicator mapped segName_ (dropped where no kernel can use it)
   std::string segName_;
   void* devMem_ = nullptr;
   cudaEvent_t done_ = nullptr;  // recorded after every eager launch (orders calls, see run())
