@@ -244,6 +244,16 @@ struct PendingOp {
 };
 thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingOp> tlsGroupOps;
+// Window registrations posted inside a group: exchanged at the outermost weftGroupEnd (one thread
+// may drive several ranks; see there).
+struct PendingWindow {
+  weftComm_t comm;
+  weftWindow* win;
+  void* buff;
+  size_t size;
+  int device;  // the posting thread's CUDA device
+};
+thread_local std::vector<PendingWindow> tlsGroupWindows;
 
 // Runs (or, inside a group, posts) one operation.
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
@@ -696,6 +706,54 @@ WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t data
   });
 }
 
+namespace {
+// The window exchanges of a group, per communicator in posting order. Each is collective and
+// blocks until every rank of its communicator takes part; one thread may drive ranks of several
+// communicators in one group (as with collectives), so communicators exchange concurrently, each
+// on its own thread (which makes the posting thread's CUDA device current).
+weftResult_t openPendingWindows(const std::vector<PendingWindow>& wins) {
+  if (wins.empty()) return weftSuccess;
+  std::vector<weftComm_t> comms;
+  for (auto& p : wins)
+    if (std::find(comms.begin(), comms.end(), p.comm) == comms.end()) comms.push_back(p.comm);
+  std::vector<weft::Status> results(comms.size());
+  auto runComm = [&](size_t i) {
+    try {
+      weftComm_t c = comms[i];
+      CallGuard guard(c);
+      if (guard.busy()) {
+        results[i] = weft::invalidUsage("another thread is in a call on this communicator");
+        return;
+      }
+      for (auto& p : wins) {
+        if (p.comm != c) continue;
+        weft::device::selectDevice(p.device);
+        std::string note;
+        weft::Status s = weft::device::openWindow(c->impl->bootstrapRef(), p.buff, p.size,
+                                                  weft::nowNs() + c->impl->config().initTimeoutMs * 1000000ull, &p.win->w, &note);
+        if (!note.empty()) WEFT_INFO(INIT, "weftCommWindowRegister (group): %s", note.c_str());
+        if (!s) {
+          results[i] = s;
+          return;
+        }
+      }
+    } catch (const std::exception& e) {
+      results[i] = weft::internalError(e.what());
+    }
+  };
+  if (comms.size() == 1) {
+    runComm(0);
+  } else {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < comms.size(); ++i) threads.emplace_back(runComm, i);
+    for (auto& t : threads) t.join();
+  }
+  for (auto& s : results)
+    if (!s) return report(s, "weftGroupEnd (window registration)");
+  return weftSuccess;
+}
+}  // namespace
+
 WEFT_API weftResult_t weftGroupStart(void) {
   ++tlsGroupDepth;
   return weftSuccess;
@@ -707,6 +765,9 @@ WEFT_API weftResult_t weftGroupEnd(void) {
     if (--tlsGroupDepth > 0) return weftSuccess;
     std::vector<PendingOp> ops;
     ops.swap(tlsGroupOps);
+    std::vector<PendingWindow> wins;
+    wins.swap(tlsGroupWindows);
+    weftResult_t winResult = openPendingWindows(wins);
     // Per communicator, in posting order.
     std::vector<weftComm_t> comms;
     for (auto& p : ops)
@@ -721,7 +782,7 @@ WEFT_API weftResult_t weftGroupEnd(void) {
                                     : c->impl->runGroup(mine);
       if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
     }
-    return result;
+    return winResult != weftSuccess ? winResult : result;
   });
 }
 
@@ -782,9 +843,25 @@ WEFT_API weftResult_t weftCommWindowRegister(weftComm_t comm, void* buff, size_t
       return argError(call, "winFlags " + std::to_string(winFlags) + " is not WEFT_WIN_DEFAULT or WEFT_WIN_COLL_SYMMETRIC");
     if ((winFlags & WEFT_WIN_COLL_SYMMETRIC) && reinterpret_cast<uintptr_t>(buff) % WEFT_WIN_REQUIRED_ALIGNMENT != 0)
       return argError(call, "a symmetric window must start on a WEFT_WIN_REQUIRED_ALIGNMENT (4096-byte) boundary");
-    if (tlsGroupDepth > 0) return report(weft::invalidUsage("weftCommWindowRegister cannot be part of a group"), call);
+    const weft::device::BufferInfo info = weft::device::describe(buff);
+    if (info.kind == weft::device::MemKind::kDevice && info.size != 0) {
+      const uintptr_t a = reinterpret_cast<uintptr_t>(buff);
+      if (a < info.base || size > info.base + info.size - a)
+        return argError(call, "[buff, buff + size) extends past the end of its CUDA allocation (" +
+                                  std::to_string(info.base + info.size - a) + " bytes from buff)");
+    }
     weft::Status s = ready(comm);
     if (!s) return report(s, call);
+    if (tlsGroupDepth > 0) {
+      // Collective: exchanged at weftGroupEnd (as NCCL does); *win is valid from now on.
+      auto w = std::make_unique<weftWindow>();
+      w->flags = winFlags;
+      std::lock_guard<std::mutex> g(comm->regMu);
+      tlsGroupWindows.push_back(PendingWindow{comm, w.get(), buff, size, weft::device::currentDevice()});
+      *win = w.get();
+      comm->windows.push_back(std::move(w));
+      return weftSuccess;
+    }
     CallGuard guard(comm);
     if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto w = std::make_unique<weftWindow>();

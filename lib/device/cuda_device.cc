@@ -139,6 +139,10 @@ int currentDevice() {
   return dev;
 }
 
+void selectDevice(int dev) {
+  if (dev >= 0 && driverLoaded() && cudaSetDevice(dev) != cudaSuccess) cudaGetLastError();
+}
+
 MemKind classify(const void* p) {
   if (p == nullptr || !driverLoaded()) return MemKind::kHost;
   const auto a = reinterpret_cast<uintptr_t>(p);

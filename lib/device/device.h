@@ -44,6 +44,8 @@ struct DeviceCommOptions {
 // The calling thread's current CUDA device; -1 without CUDA or while libcuda is not loaded (then no
 // CUDA call is made).
 int currentDevice();
+// Makes `dev` the calling thread's current CUDA device (nothing for -1 or without CUDA).
+void selectDevice(int dev);
 
 // One device-buffer call (buffers already validated by the API layer). root: broadcast/reduce.
 struct DeviceCall {

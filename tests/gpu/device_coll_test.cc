@@ -198,6 +198,8 @@ void testRegister(const Ctx& c, const Dev& d) {
   void* h2 = nullptr;
   CHECK(weftCommRegister(c.comm, d.a, d.bytes * 4, &h2) == weftInvalidArgument, "a range past the allocation must be refused");
   weftWindow_t w = nullptr;
+  CHECK(weftCommWindowRegister(c.comm, d.b, d.bytes * 4, &w, WEFT_WIN_DEFAULT) == weftInvalidArgument && w == nullptr,
+        "a window past its allocation must be refused (before any exchange)");
   CHECK(weftCommWindowRegister(c.comm, d.b, 1 << 20, &w, WEFT_WIN_DEFAULT) == weftSuccess && w != nullptr, "window: %s",
         weftGetLastError(c.comm));
   char* pool = nullptr;
