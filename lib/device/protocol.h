@@ -43,7 +43,8 @@
 // round uses the half its previous call's last round did not, which every peer finished reading
 // before it published that last round (r's previous call waited for it); r writes the last round's
 // half again only in the call's second round, after it has seen each peer publish the first round,
-// so that peer's previous kernel has ended (stream order).
+// so that peer's previous kernel has ended (calls of a rank are ordered: stream order, and an event
+// when a call changes stream).
 #pragma once
 
 #include <stddef.h>
@@ -184,8 +185,14 @@ WEFT_HD void twoShotSlice(uint64_t len, int nranks, int p, uint64_t* lo, uint64_
 }
 
 // The rank's round counter at the start of a call (the previous call, if any, has ended: stream
-// order). Round k of this call has sequence number callBase + 1 + k.
+// order, or the communicator's event when the stream changed; cuda_device.cc run()). Round k of this call has sequence number callBase + 1 + k.
 WEFT_HD uint64_t callBase(const DevComm& c) { return loadAcquire(&c.control[0]); }
+
+// What an executor's base() returns (one thread per block reads it): kAbortedBase when this rank's
+// abort word is already set (a call queued behind one that gave up, or launched after an abort),
+// else callBase().
+inline constexpr uint64_t kAbortedBase = ~0ull;
+WEFT_HD uint64_t callStart(const DevComm& c) { return loadAbort(c.abortWord) != 0 ? kAbortedBase : callBase(c); }
 
 // One thread per block, after the block's last round: the last block of the call advances the
 // rank's round counter by `rounds`.
@@ -291,7 +298,7 @@ WEFT_HD uint64_t firstOwned(uint64_t lo, uint64_t g, uint64_t stride) {
 
 // The whole call, played by one thread of one block (all threads of all blocks run it alike).
 // X is the executor: the GPU's (collectives/device/kernels.cu) or a host test's. It provides
-//   uint64_t base(c)                          the call's round counter, same for the whole block
+//   uint64_t base(c)                          callStart(c), read once and the same for the whole block
 //   void copy(dst, src, lo, hi)               dst[x - lo] = src[x - lo] for the owned granules of
 //                                             staging range [lo, hi)
 //   void reduce(dst, dst2, srcs, n, lo, hi, avg)  dst (and dst2 when not null)[x - lo] = srcs[0] OP
@@ -307,10 +314,10 @@ WEFT_HD uint64_t firstOwned(uint64_t lo, uint64_t g, uint64_t stride) {
 template <class X>
 WEFT_HD uint32_t runCall(const DevComm& c, const CallDesc& d, X& x) {
   const int n = c.nranks, r = c.rank;
+  const uint64_t base = x.base(c);
   // A call queued behind one that gave up (or launched after an abort) does nothing: the rank's
   // round counter did not advance, and its peers have stopped too.
-  if (loadAbort(c.abortWord) != 0) return kWaitAborted;
-  const uint64_t base = x.base(c);
+  if (base == kAbortedBase) return kWaitAborted;
   const uint64_t chunk = chunkBytes(c, d);
   const uint64_t rounds = roundsOf(c, d);
   for (uint64_t k = 0; k < rounds; ++k) {

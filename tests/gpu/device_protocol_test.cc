@@ -73,7 +73,7 @@ struct HostExec {
     if (j == 0) std::this_thread::sleep_for(std::chrono::microseconds((*rng)() % 100));
     else if (j < 4) std::this_thread::yield();
   }
-  uint64_t base(const DevComm& c) { return callBase(c); }
+  uint64_t base(const DevComm& c) { return callStart(c); }
   void copy(char* dst, const char* src, uint64_t lo, uint64_t hi) {
     EXPECT_EQ(lo % kGranule, 0u);
     for (uint64_t G = firstOwned(lo, g, stride); G * kGranule < hi; G += stride) {
