@@ -718,6 +718,11 @@ weftResult_t openPendingWindows(const std::vector<PendingWindow>& wins) {
     if (std::find(comms.begin(), comms.end(), p.comm) == comms.end()) comms.push_back(p.comm);
   std::vector<weft::Status> results(comms.size());
   auto runComm = [&](size_t i) {
+    const int callerDevice = weft::device::currentDevice();  // restored after (inline: the caller's thread)
+    struct Restore {
+      int dev;
+      ~Restore() { weft::device::selectDevice(dev); }
+    } restore{callerDevice};
     try {
       weftComm_t c = comms[i];
       CallGuard guard(c);
