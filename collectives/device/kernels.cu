@@ -65,7 +65,7 @@ struct DevExec {
 
   __device__ __forceinline__ uint64_t base(const DevComm& c) {
     __shared__ uint64_t sBase;
-    if (threadIdx.x == 0) sBase = callBase(c);
+    if (threadIdx.x == 0) sBase = callStart(c);
     __syncthreads();
     return sBase;
   }

@@ -115,7 +115,9 @@ weft::Status ready(weftComm* c) {
 
 // Collective, right after the communicator is created: the device state for device buffers
 // (lib/device). Ranks without CUDA take part and get none, touching no CUDA.
-weft::Status setupDevice(weftComm* c) {
+// device: the CUDA device of the thread that created the communicator (a non-blocking init runs
+// this on its own thread, whose current device would be 0).
+weft::Status setupDevice(weftComm* c, int device) {
   if (!weft::device::built()) {
     c->deviceWhyNot = "this libweft was built without CUDA";
     return weft::Status::ok();
@@ -123,6 +125,7 @@ weft::Status setupDevice(weftComm* c) {
   weft::device::DeviceCommOptions o;
   o.timeoutMs = c->impl->config().timeoutMs;
   o.initTimeoutMs = c->impl->config().initTimeoutMs;
+  o.device = device;
   return weft::device::DeviceComm::create(c->impl->bootstrapRef(), o, &c->device, &c->deviceWhyNot);
 }
 
@@ -169,18 +172,19 @@ weftResult_t initComm(const char* call, weftComm_t* out, int nranks, int rank, c
   auto c = std::make_unique<weftComm>();
   if (blocking) {
     weft::Status s = weft::engine::Communicator::create(id, nranks, rank, opts, &c->impl);
-    if (s) s = setupDevice(c.get());
+    if (s) s = setupDevice(c.get(), weft::device::currentDevice());
     if (!s) return report(s, call);
     *out = c.release();
     return weftSuccess;
   }
   weftComm* raw = c.get();
   raw->initializing.store(true);
-  raw->initThread = std::thread([raw, id, nranks, rank, opts] {
+  const int device = weft::device::currentDevice();  // the caller's, not the init thread's
+  raw->initThread = std::thread([raw, id, nranks, rank, opts, device] {
     weft::Status s;
     try {
       s = weft::engine::Communicator::create(id, nranks, rank, opts, &raw->impl);
-      if (s) s = setupDevice(raw);
+      if (s) s = setupDevice(raw, device);
     } catch (const std::exception& e) {
       s = weft::internalError(e.what());
     }
@@ -240,6 +244,16 @@ struct PendingOp {
 };
 thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingOp> tlsGroupOps;
+// Window registrations posted inside a group: exchanged at the outermost weftGroupEnd (one thread
+// may drive several ranks; see there).
+struct PendingWindow {
+  weftComm_t comm;
+  weftWindow* win;
+  void* buff;
+  size_t size;
+  int device;  // the posting thread's CUDA device
+};
+thread_local std::vector<PendingWindow> tlsGroupWindows;
 
 // Runs (or, inside a group, posts) one operation.
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
@@ -440,7 +454,7 @@ WEFT_API weftResult_t weftCommSplit(weftComm_t comm, int color, int key, weftCom
     if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto c = std::make_unique<weftComm>();
     s = comm->impl->split(color, key, config ? &opts : nullptr, &c->impl);
-    if (s && c->impl) s = setupDevice(c.get());
+    if (s && c->impl) s = setupDevice(c.get(), weft::device::currentDevice());
     if (!s) return report(s, call);
     if (c->impl) *newcomm = c.release();
     return weftSuccess;
@@ -692,6 +706,59 @@ WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t data
   });
 }
 
+namespace {
+// The window exchanges of a group, per communicator in posting order. Each is collective and
+// blocks until every rank of its communicator takes part; one thread may drive ranks of several
+// communicators in one group (as with collectives), so communicators exchange concurrently, each
+// on its own thread (which makes the posting thread's CUDA device current).
+weftResult_t openPendingWindows(const std::vector<PendingWindow>& wins) {
+  if (wins.empty()) return weftSuccess;
+  std::vector<weftComm_t> comms;
+  for (auto& p : wins)
+    if (std::find(comms.begin(), comms.end(), p.comm) == comms.end()) comms.push_back(p.comm);
+  std::vector<weft::Status> results(comms.size());
+  auto runComm = [&](size_t i) {
+    const int callerDevice = weft::device::currentDevice();  // restored after (inline: the caller's thread)
+    struct Restore {
+      int dev;
+      ~Restore() { weft::device::selectDevice(dev); }
+    } restore{callerDevice};
+    try {
+      weftComm_t c = comms[i];
+      CallGuard guard(c);
+      if (guard.busy()) {
+        results[i] = weft::invalidUsage("another thread is in a call on this communicator");
+        return;
+      }
+      for (auto& p : wins) {
+        if (p.comm != c) continue;
+        weft::device::selectDevice(p.device);
+        std::string note;
+        weft::Status s = weft::device::openWindow(c->impl->bootstrapRef(), p.buff, p.size,
+                                                  weft::nowNs() + c->impl->config().initTimeoutMs * 1000000ull, &p.win->w, &note);
+        if (!note.empty()) WEFT_INFO(INIT, "weftCommWindowRegister (group): %s", note.c_str());
+        if (!s) {
+          results[i] = s;
+          return;
+        }
+      }
+    } catch (const std::exception& e) {
+      results[i] = weft::internalError(e.what());
+    }
+  };
+  if (comms.size() == 1) {
+    runComm(0);
+  } else {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < comms.size(); ++i) threads.emplace_back(runComm, i);
+    for (auto& t : threads) t.join();
+  }
+  for (auto& s : results)
+    if (!s) return report(s, "weftGroupEnd (window registration)");
+  return weftSuccess;
+}
+}  // namespace
+
 WEFT_API weftResult_t weftGroupStart(void) {
   ++tlsGroupDepth;
   return weftSuccess;
@@ -703,6 +770,9 @@ WEFT_API weftResult_t weftGroupEnd(void) {
     if (--tlsGroupDepth > 0) return weftSuccess;
     std::vector<PendingOp> ops;
     ops.swap(tlsGroupOps);
+    std::vector<PendingWindow> wins;
+    wins.swap(tlsGroupWindows);
+    weftResult_t winResult = openPendingWindows(wins);
     // Per communicator, in posting order.
     std::vector<weftComm_t> comms;
     for (auto& p : ops)
@@ -717,7 +787,7 @@ WEFT_API weftResult_t weftGroupEnd(void) {
                                     : c->impl->runGroup(mine);
       if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
     }
-    return result;
+    return winResult != weftSuccess ? winResult : result;
   });
 }
 
@@ -778,9 +848,25 @@ WEFT_API weftResult_t weftCommWindowRegister(weftComm_t comm, void* buff, size_t
       return argError(call, "winFlags " + std::to_string(winFlags) + " is not WEFT_WIN_DEFAULT or WEFT_WIN_COLL_SYMMETRIC");
     if ((winFlags & WEFT_WIN_COLL_SYMMETRIC) && reinterpret_cast<uintptr_t>(buff) % WEFT_WIN_REQUIRED_ALIGNMENT != 0)
       return argError(call, "a symmetric window must start on a WEFT_WIN_REQUIRED_ALIGNMENT (4096-byte) boundary");
-    if (tlsGroupDepth > 0) return report(weft::invalidUsage("weftCommWindowRegister cannot be part of a group"), call);
+    const weft::device::BufferInfo info = weft::device::describe(buff);
+    if (info.kind == weft::device::MemKind::kDevice && info.size != 0) {
+      const uintptr_t a = reinterpret_cast<uintptr_t>(buff);
+      if (a < info.base || size > info.base + info.size - a)
+        return argError(call, "[buff, buff + size) extends past the end of its CUDA allocation (" +
+                                  std::to_string(info.base + info.size - a) + " bytes from buff)");
+    }
     weft::Status s = ready(comm);
     if (!s) return report(s, call);
+    if (tlsGroupDepth > 0) {
+      // Collective: exchanged at weftGroupEnd (as NCCL does); *win is valid from now on.
+      auto w = std::make_unique<weftWindow>();
+      w->flags = winFlags;
+      std::lock_guard<std::mutex> g(comm->regMu);
+      tlsGroupWindows.push_back(PendingWindow{comm, w.get(), buff, size, weft::device::currentDevice()});
+      *win = w.get();
+      comm->windows.push_back(std::move(w));
+      return weftSuccess;
+    }
     CallGuard guard(comm);
     if (guard.busy()) return report(weft::invalidUsage("another thread is in a call on this communicator"), call);
     auto w = std::make_unique<weftWindow>();

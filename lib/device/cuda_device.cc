@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #include <link.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -150,6 +151,25 @@ std::string hostSlot(void** host, void** dev) {
   return "";
 }
 
+// This process's identity among the ranks: a random 64-bit id, drawn once per process (again in a
+// forked child). A pid is no identity: containers of one pod share the host id (boot id, network
+// namespace) but each has its own pid namespace, so two processes may have the same pid.
+std::mutex gPidMu;  // a leaf, held across fork() (forkLock)
+uint64_t processId() {
+  static pid_t owner = -1;
+  static uint64_t id = 0;
+  std::lock_guard<std::mutex> g(gPidMu);
+  if (owner != getpid()) {
+    owner = getpid();
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))  // fallback: time, pid, an address
+      r = static_cast<uint64_t>(nowNs()) * 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(owner) << 32 ^
+          reinterpret_cast<uintptr_t>(&r);
+    id = r | 1;  // never 0
+  }
+  return id;
+}
+
 const char* cudaName(int e) { return cudaGetErrorString(static_cast<cudaError_t>(e)); }
 
 Status cudaFail(const char* what, int e) {
@@ -166,13 +186,29 @@ void forkLock() {
   gEntryMu.lock();
   gSlotMu.lock();
   gCacheMu.lock();
-  gDriverMu.lock();  // a leaf
+  gDriverMu.lock();  // leaves
+  gPidMu.lock();
 }
 void forkUnlock() {
+  gPidMu.unlock();
   gDriverMu.unlock();
   gCacheMu.unlock();
   gSlotMu.unlock();
   gEntryMu.unlock();
+}
+
+int currentDevice() {
+  if (!driverLoaded()) return -1;
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return dev;
+}
+
+void selectDevice(int dev) {
+  if (dev >= 0 && driverLoaded() && cudaSetDevice(dev) != cudaSuccess) cudaGetLastError();
 }
 
 MemKind classify(const void* p) {
@@ -229,10 +265,9 @@ BufferInfo describe(const void* p) {
 namespace {
 struct WinInfo {
   uint64_t hostId;
-  int32_t pid;
+  uint64_t procId;    // processId()
   int32_t device;     // 1 = device memory
   int32_t hasHandle;  // 1 = ipc is valid
-  int32_t pad;
   uint64_t base;      // allocation base in its process
   uint64_t offset;    // buf - base
   uint64_t size;
@@ -249,7 +284,7 @@ Status openWindow(bootstrap::Bootstrap& bs, void* buf, size_t size, uint64_t dea
   WinInfo& me = all[static_cast<size_t>(rank)];
   std::memset(&me, 0, sizeof me);
   me.hostId = bs.peer(rank).hostId;
-  me.pid = static_cast<int32_t>(getpid());
+  me.procId = processId();
   me.size = size;
   if (w->info.kind == MemKind::kDevice) {
     me.device = 1;
@@ -267,13 +302,13 @@ Status openWindow(bootstrap::Bootstrap& bs, void* buf, size_t size, uint64_t dea
   for (int p = 0; p < n; ++p) {
     const WinInfo& r = all[static_cast<size_t>(p)];
     if (p == rank || !r.device || r.hostId != me.hostId) continue;
-    if (r.pid == me.pid) {
+    if (r.procId == me.procId) {
       w->peer[p] = reinterpret_cast<void*>(r.base + r.offset);
       continue;
     }
     if (!r.hasHandle || !driverLoaded()) continue;
     void* mapped = nullptr;
-    std::string why = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+    std::string why = cuda_ipc::openHandle(r.ipc, r.hostId ^ r.procId, &mapped);
     if (!why.empty()) {
       if (note->empty()) *note = "rank " + std::to_string(p) + "'s window is not mapped here (" + why + "): staged";
       continue;
@@ -293,9 +328,37 @@ void closeWindow(Window* w) {
 
 namespace {
 
+// Makes `dev` current for a scope and restores the caller's device after (one thread may drive
+// several communicators on different GPUs; both calls are legal during stream capture).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int dev) {
+    if (dev < 0 || cudaGetDevice(&saved_) != cudaSuccess) {
+      cudaGetLastError();
+      saved_ = -1;
+      return;
+    }
+    if (saved_ == dev) {
+      saved_ = -1;
+    } else if (cudaSetDevice(dev) != cudaSuccess) {
+      cudaGetLastError();
+      saved_ = -1;
+    }
+  }
+  ~DeviceScope() {
+    if (saved_ >= 0 && cudaSetDevice(saved_) != cudaSuccess) cudaGetLastError();
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
 struct RankInfo {
   uint64_t hostId;
-  int32_t pid;
+  uint64_t procId;  // processId(): ranks with the same one are threads of one process
+  int32_t pid;      // names rank 0's shared segment only
   int32_t ok;      // 1 = this rank has device state
   int32_t device;  // ordinal in its own process
   int32_t sms;
@@ -339,6 +402,7 @@ class CudaComm final : public DeviceComm {
     std::memset(&me, 0, sizeof me);
     me.hostId = bs.peer(rank).hostId;
     me.pid = static_cast<int32_t>(getpid());
+    me.procId = processId();
     me.twoShotBytes = opts.twoShotBytes;
     std::string local = n > kMaxRanks ? "more than " + std::to_string(kMaxRanks) + " ranks" : setupLocal(opts, &me);
     if (local.empty() && rank == 0 && n > 1) {
@@ -347,13 +411,14 @@ class CudaComm final : public DeviceComm {
       segName_ = segmentName(me);
       void *h = nullptr, *d = nullptr;
       local = cuda_ipc::sharedSegment(segName_, true, kSegmentBytes, &h, &d);
-      if (local.empty()) segCreated_ = true;
+      if (local.empty()) segCreated_ = segMapped_ = true;
     }
     me.ok = local.empty() ? 1 : 0;
     std::snprintf(me.whyNot, sizeof me.whyNot, "%s", local.c_str());
     Status s = bs.allGather(all.data(), sizeof(RankInfo), deadline);
     if (!s) {
       unlinkSegment();
+      dropSegment();
       return s;
     }
     std::string why;
@@ -367,6 +432,7 @@ class CudaComm final : public DeviceComm {
       // Every rank saw the same infos, so every rank stops here alike (host-only programs: one
       // exchange per communicator, no CUDA call).
       unlinkSegment();
+      dropSegment();
       *whyNot = why;
       release();
       return Status::ok();
@@ -382,10 +448,12 @@ class CudaComm final : public DeviceComm {
     std::snprintf(mine.why, sizeof mine.why, "%s", why.c_str());
     s = bs.allGather(verdicts.data(), sizeof(Verdict), deadline);
     unlinkSegment();  // every rank that maps it has done so by now
+    if (!s || !multiProcess_) dropSegment();  // all threads of one process: the segment is not used
     if (!s) return s;
     for (int p = 0; p < n && why.empty(); ++p)
       if (!verdicts[static_cast<size_t>(p)].ok) why = std::string("rank ") + std::to_string(p) + ": " + verdicts[static_cast<size_t>(p)].why;
     if (!why.empty()) {
+      dropSegment();  // refused everywhere: no kernel polls it
       *whyNot = why;
       release();
       return Status::ok();
@@ -428,10 +496,12 @@ class CudaComm final : public DeviceComm {
       if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
         return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
     if (call.count == 0) return Status::ok();
+    DeviceScope onDevice(dev_);  // the communicator's GPU, whatever the calling thread's is
     const int n = dc_.nranks;
     const uint64_t es = typeSize(call.type);
     const uint64_t bytes = static_cast<uint64_t>(call.count) * es;
     cudaStream_t stream = static_cast<cudaStream_t>(call.stream);
+    if (sharesGpuInProcess_) WEFT_TRY(checkStream(stream));
     if (n == 1) {
       // One rank: every collective is a copy (an average of one value is that value).
       if (call.recv == nullptr || call.send == call.recv) return Status::ok();
@@ -462,12 +532,49 @@ class CudaComm final : public DeviceComm {
                                   : std::min<uint64_t>(bytes, dc_.stageBytes);
     const uint64_t perBlock = static_cast<uint64_t>(kBlockThreads) * 16 * 4;
     const int nblocks = static_cast<int>(std::clamp<uint64_t>((perRound + perBlock - 1) / perBlock, 1, maxBlocks_));
-    int e = launchColl(dc_, d, nblocks, call.type, op, stream);
-    return e == 0 ? Status::ok() : cudaFail("the collective kernel launch", e);
+    // Calls of one communicator share its staging, flags and round counter: they must run one after
+    // the other. Stream order gives that on one stream; a call on another stream first waits for
+    // the previous call (an event recorded after each launch). Inside a stream capture the event
+    // is one recorded in the same capture (legal there: a join of two captured streams), so
+    // parallel branches of one captured graph are ordered too; an eager event is never waited on
+    // inside a capture (not allowed in global mode): a graph is ordered with eager calls by the
+    // stream it is launched on, the application's.
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    unsigned long long captureId = 0;
+    int e = cudaStreamGetCaptureInfo(stream, &cs, &captureId);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamGetCaptureInfo", e);
+    }
+    if (cs == cudaStreamCaptureStatusInvalidated)
+      return invalidUsage("the stream's capture has been invalidated (an earlier error during the capture)");
+    const bool capturing = cs == cudaStreamCaptureStatusActive;
+    if (!capturing && launched_ && stream != lastStream_) e = cudaStreamWaitEvent(stream, done_, 0);
+    else if (capturing && capLaunched_ && captureId == capId_ && stream != capStream_) e = cudaStreamWaitEvent(stream, capDone_, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamWaitEvent (ordering after this communicator's previous call)", e);
+    }
+    e = launchColl(dc_, d, nblocks, call.type, op, stream);
+    if (e != cudaSuccess) return cudaFail("the collective kernel launch", e);
+    e = cudaEventRecord(capturing ? capDone_ : done_, stream);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaEventRecord (after the collective kernel)", e);
+    }
+    if (capturing) {
+      capLaunched_ = true;
+      capId_ = captureId;
+      capStream_ = stream;
+    } else {
+      launched_ = true;
+      lastStream_ = stream;
+    }
+    return Status::ok();
   }
 
   void abort() override {
-    aborted_ = true;
+    aborted_.store(true);
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
   }
 
@@ -490,11 +597,19 @@ class CudaComm final : public DeviceComm {
   // This rank's own resources; "" on success, else why not.
   std::string setupLocal(const DeviceCommOptions& opts, RankInfo* me) {
     if (!driverLoaded()) return "CUDA is not loaded in this process";
-    int dev = -1;
-    if (cudaGetDevice(&dev) != cudaSuccess) {
+    int dev = opts.device;
+    if (dev >= 0) {
+      // A non-blocking init runs on its own thread: select the creating thread's device here.
+      cudaError_t e = cudaSetDevice(dev);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        return "cudaSetDevice(" + std::to_string(dev) + "): " + cudaName(e);
+      }
+    } else if (cudaGetDevice(&dev) != cudaSuccess) {
       cudaGetLastError();
       return "no current CUDA device";
     }
+    dev_ = dev;
     me->device = dev;
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -506,7 +621,7 @@ class CudaComm final : public DeviceComm {
     size_t stage = opts.stageBytes ? opts.stageBytes : kDefaultStageBytes;
     stage = std::max<size_t>(4096, (stage + 15) & ~static_cast<size_t>(15));  // >= kMaxRanks granules
     me->stageBytes = stage;
-    const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[2], 16-byte aligned end
+    const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[kControlWords], 16-byte aligned end
     void* mem = nullptr;
     int e = cudaMalloc(&mem, flagBytes + 2 * stage);
     if (e != cudaSuccess) {
@@ -514,6 +629,11 @@ class CudaComm final : public DeviceComm {
       return std::string("cudaMalloc: ") + cudaName(e);
     }
     devMem_ = mem;
+    if ((e = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&capDone_, cudaEventDisableTiming)) != cudaSuccess) {
+      cudaGetLastError();
+      return std::string("cudaEventCreate: ") + cudaName(e);
+    }
     // Zero the flags before any peer can see them (the all-gather comes after).
     if ((e = cudaMemset(mem, 0, flagBytes)) != cudaSuccess || (e = cudaDeviceSynchronize()) != cudaSuccess) {
       cudaGetLastError();
@@ -541,7 +661,7 @@ class CudaComm final : public DeviceComm {
     dc_.rank = rank;
     dc_.nranks = n;
     dc_.stageBytes = me.stageBytes;
-    for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].pid != me.pid;
+    for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].procId != me.procId;
     // Abort words and error records: this process's pinned slots when every rank is a thread of it;
     // else slots of the shared segment (rank p at p * kSlotBytes), which every process maps.
     char* segHost = nullptr;
@@ -551,13 +671,28 @@ class CudaComm final : public DeviceComm {
       segName_ = segmentName(all[0]);
       std::string w = cuda_ipc::sharedSegment(segName_, false, kSegmentBytes, &h, &d);
       if (!w.empty()) return w;
+      segMapped_ = true;
       segHost = static_cast<char*>(h);
       segDev = static_cast<char*>(d);
     }
     for (int p = 0; p < n; ++p) {
       const RankInfo& r = all[static_cast<size_t>(p)];
-      const bool samePid = r.pid == me.pid;
+      const bool samePid = r.procId == me.procId;
       const bool sameGpu = std::strcmp(r.busId, me.busId) == 0;
+      if (p != rank && sameGpu && samePid) sharesGpuInProcess_ = true;
+      if (p != rank && sameGpu && !samePid) {
+        // Kernels of two processes on one GPU run at the same time only under MPS; time-sliced,
+        // every flag hand-off between them would wait for a context switch.
+        int mps = 0;
+        if (cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, me.device) != cudaSuccess) {
+          cudaGetLastError();
+          mps = 0;
+        }
+        if (!mps)
+          return "rank " + std::to_string(p) + " is another process on the same GPU " + me.busId +
+                 " and MPS is not running (cudaDevAttrMpsEnabled = 0): without MPS their kernels are time-sliced, "
+                 "never resident together; start nvidia-cuda-mps-control -d, or give each process its own GPU";
+      }
       if (!sameGpu) {
         dc_.sysScope = 1;
         int peerDev = -1, can = 0;
@@ -583,7 +718,7 @@ class CudaComm final : public DeviceComm {
         base = reinterpret_cast<char*>(r.flags);
       } else {
         void* mapped = nullptr;
-        std::string w = cuda_ipc::openHandle(r.ipc, r.hostId ^ static_cast<uint64_t>(r.pid), &mapped);
+        std::string w = cuda_ipc::openHandle(r.ipc, r.hostId ^ r.procId, &mapped);
         if (!w.empty()) return "rank " + std::to_string(p) + "'s staging: " + w;
         opened_[p] = mapped;
         base = static_cast<char*>(mapped);
@@ -610,53 +745,113 @@ class CudaComm final : public DeviceComm {
     return "";
   }
 
+  void dropSegment() {
+    if (segMapped_) cuda_ipc::dropSegment(segName_);
+    segMapped_ = false;
+  }
+
   void unlinkSegment() {
     if (segCreated_) cuda_ipc::unlinkSegment(segName_);
     segCreated_ = false;
   }
 
+  // Another rank of this communicator is a thread of this process on this GPU: its kernel must run
+  // next to this one. The legacy default stream (0, cudaStreamLegacy) and blocking streams
+  // (created without cudaStreamNonBlocking; cudaStreamPerThread is one) wait for each other's work: one rank's kernel would
+  // wait for the other's to end, which waits for this one: a hang until the deadline.
+  Status checkStream(cudaStream_t stream) {
+    if (stream == nullptr || stream == cudaStreamLegacy)
+      return invalidUsage("ranks of this communicator share GPU " + std::to_string(dev_) +
+                          " in this process: the legacy default stream (0) serialises their kernels (a hang); pass a "
+                          "stream created with cudaStreamNonBlocking");
+    unsigned flags = 0;
+    const cudaError_t e = cudaStreamGetFlags(stream, &flags);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamGetFlags", e);
+    }
+    if ((flags & cudaStreamNonBlocking) == 0)
+      return invalidUsage("ranks of this communicator share GPU " + std::to_string(dev_) +
+                          " in this process: a blocking stream waits for the legacy default stream, which serialises "
+                          "their kernels (a hang); create the stream with cudaStreamNonBlocking");
+    return Status::ok();
+  }
+
+  // This rank's launched calls have ended (the last eager launch's event; a communicator whose calls
+  // were all captured into graphs has nothing to wait for here: replays are the application's).
+  bool syncOwn() {
+    if (!launched_ || done_ == nullptr) return true;
+    const bool ok = cudaEventSynchronize(done_) == cudaSuccess;
+    cudaGetLastError();
+    return ok;
+  }
+
   void release() {
+    DeviceScope onDevice(dev_);
     unlinkSegment();
     if (bs_ != nullptr && ready_) bs_->setFailureHook({});
-    if (ready_ && multiProcess_ && !aborted_) {
-      // Peers in other processes may still read this rank's staging (the last round of a call ends
-      // on each rank when it has read its peers): wait for every rank to get here with its own
-      // kernels done. Without that (a peer gone, aborted), the memory is left mapped: never freed
-      // under a peer's kernel.
-      bool quiet = cudaDeviceSynchronize() == cudaSuccess;
-      cudaGetLastError();
-      quiet = quiet && bs_ != nullptr && bs_->barrier(nowNs() + 10 * 1000 * kNsPerMs).isOk();
+    // Peers read this rank's staging from other processes or other GPUs (where freeing it does not
+    // wait for their kernels): then every rank meets here first.
+    const bool shared = multiProcess_ || dc_.sysScope != 0;
+    if (ready_ && !aborted_.load()) {
+      // A clean destroy: this rank's queued calls run to their end before its abort word is raised
+      // (raised first, the last call would stop and its peers fail with "peer aborted").
+      bool quiet = syncOwn();
+      if (quiet) closeOpened();  // this rank's mappings of peers' staging, before they free it
+      if (shared) {
+        // Every rank gets here with its own kernels done and its mappings closed; without that (a
+        // peer gone, aborted) the memory stays allocated: never freed under a peer's kernel.
+        quiet = quiet && bs_ != nullptr && bs_->barrier(nowNs() + 10 * 1000 * kNsPerMs).isOk();
+      }
       if (!quiet) {
         WEFT_INFO(INIT, "device path: rank %d leaves its staging allocated (no clean destroy with every peer)", dc_.rank);
-        aborted_ = true;
+        aborted_.store(true);
       }
     }
     // Kernels still waiting on a peer give up at the abort word; peers see it too.
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
-    if (!(multiProcess_ && aborted_)) {
-      for (void*& p : opened_) {
-        if (p != nullptr) cuda_ipc::closeHandle(p);
-        p = nullptr;
-      }
-      // cudaFree waits for the device (ranks that are threads of this process included).
+    if (!(shared && aborted_.load())) {
+      closeOpened();
+      // cudaFree waits for the device (ranks that are threads of this process on this GPU included).
       if (devMem_ != nullptr) cudaFree(devMem_);
       devMem_ = nullptr;
     }
+    if (done_ != nullptr) cudaEventDestroy(done_);
+    if (capDone_ != nullptr) cudaEventDestroy(capDone_);
+    done_ = capDone_ = nullptr;
+    cudaGetLastError();
     // The host slots (abort word, error record) are kept: peers' kernels may still poll this abort
     // word, and it must read "aborted", never freed memory.
     ready_ = false;
   }
 
+  void closeOpened() {
+    for (void*& p : opened_) {
+      if (p != nullptr) cuda_ipc::closeHandle(p);
+      p = nullptr;
+    }
+  }
+
   bootstrap::Bootstrap* bs_ = nullptr;
   DevComm dc_;
   int maxBlocks_ = 1;
+  int dev_ = -1;  // this rank's CUDA device
   size_t twoShotBytes_ = 0;
   bool ready_ = false;
   bool multiProcess_ = false;
-  bool aborted_ = false;
+  bool sharesGpuInProcess_ = false;  // another rank is a thread of this process on this GPU
+  std::atomic<bool> aborted_{false};  // set by weftCommAbort from any thread
   bool segCreated_ = false;
+  bool segMapped_ = false;  // this communicator mapped segName_ (dropped where no kernel can use it)
   std::string segName_;
   void* devMem_ = nullptr;
+  cudaEvent_t done_ = nullptr;  // recorded after every eager launch (orders calls, see run())
+  bool launched_ = false;       // done_ has been recorded at least once
+  cudaStream_t lastStream_ = nullptr;
+  cudaEvent_t capDone_ = nullptr;  // the same, recorded inside a stream capture
+  bool capLaunched_ = false;
+  unsigned long long capId_ = 0;   // the capture capDone_ was last recorded in
+  cudaStream_t capStream_ = nullptr;
   void* opened_[kMaxRanks] = {};
   uint32_t* abortHost_ = nullptr;
   uint32_t* peerAbortHost_[kMaxRanks] = {};

@@ -42,7 +42,15 @@ struct DeviceCommOptions {
   uint64_t initTimeoutMs = 0;  // bounds the bootstrap exchange
   size_t stageBytes = 0;       // staging bytes per half (0 = default)
   size_t twoShotBytes = 0;     // all-reduces of at least this many bytes use the two-shot (0 = never)
+  int device = -1;             // the CUDA device of the thread that created the communicator (-1: the
+                               // calling thread's current one); init may run on another thread
 };
+
+// The calling thread's current CUDA device; -1 without CUDA or while libcuda is not loaded (then no
+// CUDA call is made).
+int currentDevice();
+// Makes `dev` the calling thread's current CUDA device (nothing for -1 or without CUDA).
+void selectDevice(int dev);
 
 // One device-buffer call (buffers already validated by the API layer). root: broadcast/reduce.
 struct DeviceCall {
@@ -59,7 +67,7 @@ struct DeviceCall {
 class DeviceComm {
  public:
   // Collective: every rank of the bootstrap calls it. Device state is created when every rank is on
-  // this host with a CUDA device (the calling thread's current one), at most kMaxRanks ranks, and
+  // this host with a CUDA device (opts.device, else the calling thread's current one), at most kMaxRanks ranks, and
   // ranks on different GPUs can access each other peer-to-peer; ranks in other processes are reached
   // through CUDA IPC (transports/cuda_ipc). Otherwise *out stays null and *whyNot says why, the same
   // on every rank (a device call then fails with weftInvalidUsage).

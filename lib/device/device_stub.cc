@@ -11,6 +11,10 @@ void forkUnlock() {}
 
 MemKind classify(const void*) { return MemKind::kHost; }
 
+int currentDevice() { return -1; }
+
+void selectDevice(int) {}
+
 Status DeviceComm::create(bootstrap::Bootstrap&, const DeviceCommOptions&, std::unique_ptr<DeviceComm>*,
                           std::string* whyNot) {
   *whyNot = "this libweft was built without CUDA (WEFT_CUDA=OFF or no nvcc)";

@@ -8,16 +8,17 @@
 //                       (monotonic; a block that sits out a call keeps its old value). Round s
 //                       publishes flagA(s) = 2s-1 ("my data of round s is in my staging") and, in the
 //                       two-shot all-reduce, flagB(s) = 2s ("my reduced slice is in my staging").
-//   control[2]          device memory, after the flags: control[0] = the rank's round counter (the
+//   control[3]          device memory, after the flags: control[0] = the rank's round counter (the
 //                       sequence number of its last round), control[1] = blocks of the running call
-//                       that have finished. Every block of a call reads the counter at its start; the
+//                       that have finished, control[2] = 1 once a block claimed the error record. Every block of a call reads the counter at its start; the
 //                       last block to finish advances it by the call's rounds. So per-call state lives
 //                       in device memory and graph replays keep counting.
 //   stage[2][stageBytes] device memory; round with sequence s uses half (s & 1).
 //   abortWord           host-mapped; weftCommAbort (any thread) and destroy set it to non-zero.
 //                       Peers poll it too while they wait on this rank (ranks in other processes map
 //                       it from a shared-memory segment registered with CUDA).
-//   error               host-mapped; the first block that gives up records why (code, peer, seq).
+//   error               host-mapped; the first block that gives up records why (code, peer, seq)
+//                       and every block that gives up sets this rank's abort word (giveUp).
 //
 // One round (sequence s) of block b on rank r, every collective (runCall below):
 //   1. copy this block's share of the user's input into stage[r][s & 1] (the layout per collective
@@ -42,7 +43,8 @@
 // round uses the half its previous call's last round did not, which every peer finished reading
 // before it published that last round (r's previous call waited for it); r writes the last round's
 // half again only in the call's second round, after it has seen each peer publish the first round,
-// so that peer's previous kernel has ended (stream order).
+// so that peer's previous kernel has ended (calls of a rank are ordered: stream order, and an event
+// when a call changes stream).
 #pragma once
 
 #include <stddef.h>
@@ -62,7 +64,8 @@ namespace weft::device {
 inline constexpr int kMaxRanks = 8;      // ranks of one communicator on the device path
 inline constexpr int kMaxBlocks = 128;   // grid bound of the collective kernels
 inline constexpr int kBlockThreads = 512;
-inline constexpr uint64_t kGranule = 16;  // ownership unit of staging bytes (one 16-byte vector)
+inline constexpr uint64_t kGranule = 16;
+inline constexpr int kControlWords = 3;  // control[]: round counter, blocks done, error claimed  // ownership unit of staging bytes (one 16-byte vector)
 
 // What a wait gives back.
 // kWaitPeerAborted: the awaited peer's own abort word is set (it was aborted or destroyed).
@@ -182,8 +185,14 @@ WEFT_HD void twoShotSlice(uint64_t len, int nranks, int p, uint64_t* lo, uint64_
 }
 
 // The rank's round counter at the start of a call (the previous call, if any, has ended: stream
-// order). Round k of this call has sequence number callBase + 1 + k.
+// order, or the communicator's event when the stream changed; cuda_device.cc run()). Round k of this call has sequence number callBase + 1 + k.
 WEFT_HD uint64_t callBase(const DevComm& c) { return loadAcquire(&c.control[0]); }
+
+// What an executor's base() returns (one thread per block reads it): kAbortedBase when this rank's
+// abort word is already set (a call queued behind one that gave up, or launched after an abort),
+// else callBase().
+inline constexpr uint64_t kAbortedBase = ~0ull;
+WEFT_HD uint64_t callStart(const DevComm& c) { return loadAbort(c.abortWord) != 0 ? kAbortedBase : callBase(c); }
 
 // One thread per block, after the block's last round: the last block of the call advances the
 // rank's round counter by `rounds`.
@@ -209,11 +218,44 @@ WEFT_HD void publish(const DevComm& c, int block, uint64_t value) {
   storeRelease(&c.flags[c.rank][block], value, c.sysScope);
 }
 
+// A block that gives up: the first one (of this rank) claims the error record (control[2], in
+// device memory: blocks of one kernel race for it) and fills it, code last after a system fence
+// (the host reads code first); then every giving-up block sets this rank's own abort word, so that
+// its queued calls (or graph replays) and its peers, which wait on this rank's flags, stop at once
+// instead of each waiting the full deadline.
+WEFT_HD void giveUp(const DevComm& c, uint32_t why, int peer, int block, uint64_t value) {
+#if defined(__CUDA_ARCH__)
+  const bool first = atomicCAS(reinterpret_cast<unsigned long long*>(&c.control[2]), 0ull, 1ull) == 0ull;
+#else
+  uint64_t zero = 0;
+  const bool first = __atomic_compare_exchange_n(&c.control[2], &zero, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+#endif
+  if (first && c.error != nullptr) {
+    c.error->peer = peer;
+    c.error->block = block;
+    c.error->seq = (value + 1) / 2;  // the round
+#if defined(__CUDA_ARCH__)
+    __threadfence_system();
+    *reinterpret_cast<volatile uint32_t*>(&c.error->code) = why;
+#else
+    __atomic_store_n(&c.error->code, why, __ATOMIC_RELEASE);
+#endif
+  }
+  if (c.abortWord != nullptr) {
+#if defined(__CUDA_ARCH__)
+    __threadfence_system();
+    *c.abortWord = 1u;
+#else
+    __atomic_store_n(const_cast<uint32_t*>(c.abortWord), 1u, __ATOMIC_RELEASE);
+#endif
+  }
+}
+
 // Step 3: waits until every peer's flags[block] >= value. `now` returns nanoseconds. The abort word,
 // the awaited peer's abort word (set when that rank is aborted or destroyed: a kernel never waits on
 // a rank that is gone) and the deadline are checked every 64 polls (the abort word is in host memory:
-// cheap, not free). On failure records the first failure in c.error (if still empty) and returns its
-// status.
+// cheap, not free). A peer's abort word seen set, the peer's flag is read once more: a peer that
+// published and then was destroyed is no failure. On failure giveUp() and returns the status.
 template <class Clock>
 WEFT_HD uint32_t waitPeers(const DevComm& c, int block, uint64_t value, Clock now) {
   uint64_t deadline = 0;
@@ -235,13 +277,12 @@ WEFT_HD uint32_t waitPeers(const DevComm& c, int block, uint64_t value, Clock no
         if (deadline == 0) deadline = t + c.timeoutNs;
         else if (t > deadline) why = kWaitTimedOut;
       }
+      if (why == kWaitPeerAborted && loadAcquire(&c.flags[p][block], c.sysScope) >= value) {
+        // The peer published and then ended (destroyed after its last call): not a failure.
+        break;
+      }
       if (why != kWaitReady) {
-        if (c.error != nullptr && c.error->code == 0) {
-          c.error->peer = p;
-          c.error->block = block;
-          c.error->seq = (value + 1) / 2;  // the round
-          c.error->code = why;  // last: the host reads code first
-        }
+        giveUp(c, why, p, block, value);
         return why;
       }
     }
@@ -257,7 +298,7 @@ WEFT_HD uint64_t firstOwned(uint64_t lo, uint64_t g, uint64_t stride) {
 
 // The whole call, played by one thread of one block (all threads of all blocks run it alike).
 // X is the executor: the GPU's (collectives/device/kernels.cu) or a host test's. It provides
-//   uint64_t base(c)                          the call's round counter, same for the whole block
+//   uint64_t base(c)                          callStart(c), read once and the same for the whole block
 //   void copy(dst, src, lo, hi)               dst[x - lo] = src[x - lo] for the owned granules of
 //                                             staging range [lo, hi)
 //   void reduce(dst, dst2, srcs, n, lo, hi, avg)  dst (and dst2 when not null)[x - lo] = srcs[0] OP
@@ -274,6 +315,9 @@ template <class X>
 WEFT_HD uint32_t runCall(const DevComm& c, const CallDesc& d, X& x) {
   const int n = c.nranks, r = c.rank;
   const uint64_t base = x.base(c);
+  // A call queued behind one that gave up (or launched after an abort) does nothing: the rank's
+  // round counter did not advance, and its peers have stopped too.
+  if (base == kAbortedBase) return kWaitAborted;
   const uint64_t chunk = chunkBytes(c, d);
   const uint64_t rounds = roundsOf(c, d);
   for (uint64_t k = 0; k < rounds; ++k) {

@@ -198,6 +198,8 @@ void testRegister(const Ctx& c, const Dev& d) {
   void* h2 = nullptr;
   CHECK(weftCommRegister(c.comm, d.a, d.bytes * 4, &h2) == weftInvalidArgument, "a range past the allocation must be refused");
   weftWindow_t w = nullptr;
+  CHECK(weftCommWindowRegister(c.comm, d.b, d.bytes * 4, &w, WEFT_WIN_DEFAULT) == weftInvalidArgument && w == nullptr,
+        "a window past its allocation must be refused (before any exchange)");
   CHECK(weftCommWindowRegister(c.comm, d.b, 1 << 20, &w, WEFT_WIN_DEFAULT) == weftSuccess && w != nullptr, "window: %s",
         weftGetLastError(c.comm));
   char* pool = nullptr;
@@ -315,6 +317,23 @@ int childMain(int rank, int n, const std::string& idHex, const std::vector<std::
   if (kill) cfg.timeoutMs = 1500;
   weftComm_t comm;
   WEFT_OK(weftCommInitRankConfig(&comm, n, idOf(idHex), rank, &cfg));
+  int mps = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&mps, cudaDevAttrMpsEnabled, 0));
+  if (!mps) {
+    // Processes on one GPU without MPS: the device path is refused, naming MPS (device-check.sh
+    // starts MPS; plain ctest may not have it).
+    float* dv;
+    CUDA_OK(cudaMalloc(&dv, 64 * 4));
+    const weftResult_t r = weftAllReduce(dv, dv, 64, weftFloat32, weftSum, comm, s);
+    const std::string why = weftGetLastError(comm);
+    CHECK(r == weftInvalidUsage && why.find("MPS") != std::string::npos,
+          "without MPS a device call must be refused naming MPS, gave %d: %s", static_cast<int>(r), why.c_str());
+    CUDA_OK(cudaFree(dv));
+    WEFT_OK(weftCommDestroy(comm));
+    CUDA_OK(cudaStreamDestroy(s));
+    if (rank == 0) std::printf("SKIP %s: MPS is not running; the device path was refused as it must be (%s)\n", tag, why.c_str());
+    return gFailures.load() != 0 ? 1 : 77;
+  }
   Ctx c{rank, n, comm, s, parts};
   if (kill) {
     if (rank == 1) {
@@ -367,18 +386,26 @@ int runProcs(const char* self, int n, const std::vector<std::string>& parts) {
     }
     pids.push_back(p);
   }
-  int failed = 0;
+  int failed = 0, skipped = 0;
   const bool kill = std::find(parts.begin(), parts.end(), "kill") != parts.end();
   for (int r = 0; r < n; ++r) {
     int st = 0;
     waitpid(pids[static_cast<size_t>(r)], &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {  // refused without MPS, as it must be
+      skipped++;
+      continue;
+    }
     const bool expectedDeath = kill && r == 1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
     if (!expectedDeath && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
       std::printf("FAIL process rank %d: %s %d\n", r, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
       failed++;
     }
   }
-  return failed;
+  if (skipped != 0 && skipped != n) {
+    std::printf("FAIL %d of %d process ranks saw no MPS\n", skipped, n);
+    failed++;
+  }
+  return failed == 0 && skipped == n ? -1 : failed;
 }
 
 }  // namespace
@@ -405,6 +432,7 @@ int main(int argc, char** argv) {
     waitpid(p, &st, 0);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 77) return 77;
     const int failed = runProcs(argv[0], n, parts);
+    if (failed < 0) return 77;  // no MPS: the refusal was checked, the collectives not run
     std::printf("weft-device-coll-test procs %d: %s\n", n, failed ? "FAILED" : "all checks passed");
     return failed ? 1 : 0;
   }

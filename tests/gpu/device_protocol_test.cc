@@ -31,13 +31,14 @@ struct World {
   std::vector<std::vector<char>> stage;      // per rank, 2 halves
   std::vector<std::vector<uint64_t>> flags;  // per rank, kMaxBlocks + control
   std::vector<uint32_t> abortWords;          // per rank
-  ErrorRecord error{};
+  ErrorRecord errors[kMaxRanks]{};  // per rank, as on the GPU
+  ErrorRecord& error = errors[0];
   std::vector<DevComm> comms;
 
   World(int nranks, uint64_t stage, uint64_t timeoutNs) : n(nranks), stageBytes(stage) {
     this->stage.assign(static_cast<size_t>(n), std::vector<char>(2 * stage + 64));
     abortWords.assign(static_cast<size_t>(n), 0);
-    flags.assign(static_cast<size_t>(n), std::vector<uint64_t>(kMaxBlocks + 2, 0));
+    flags.assign(static_cast<size_t>(n), std::vector<uint64_t>(kMaxBlocks + kControlWords, 0));
     for (int r = 0; r < n; ++r) {
       DevComm c;
       c.rank = r;
@@ -53,7 +54,7 @@ struct World {
       c.abortWord = &abortWords[static_cast<size_t>(r)];
       for (int p = 0; p < n; ++p)
         if (p != r) c.peerAbort[p] = &abortWords[static_cast<size_t>(p)];
-      c.error = &error;
+      c.error = &errors[r];
       c.timeoutNs = timeoutNs;
       comms.push_back(c);
     }
@@ -72,7 +73,7 @@ struct HostExec {
     if (j == 0) std::this_thread::sleep_for(std::chrono::microseconds((*rng)() % 100));
     else if (j < 4) std::this_thread::yield();
   }
-  uint64_t base(const DevComm& c) { return callBase(c); }
+  uint64_t base(const DevComm& c) { return callStart(c); }
   void copy(char* dst, const char* src, uint64_t lo, uint64_t hi) {
     EXPECT_EQ(lo % kGranule, 0u);
     for (uint64_t G = firstOwned(lo, g, stride); G * kGranule < hi; G += stride) {
@@ -343,16 +344,29 @@ TEST(DeviceProtocol, TwoShotOnlyManyRounds) {
   runCalls<uint64_t>(5, 3, 160, v, true);
 }
 
-uint32_t playOne(World& w, int rank, CollKind kind, size_t count, std::vector<uint64_t>* send, std::vector<uint64_t>* recv) {
+uint32_t playOne(World& w, int rank, CollKind kind, size_t count, std::vector<uint64_t>* send, std::vector<uint64_t>* recv,
+                 int nblocks = 1) {
   CallDesc d;
   d.kind = kind;
   d.bytes = count * 8;
   d.send = reinterpret_cast<const char*>(send->data());
   d.recv = reinterpret_cast<char*>(recv->data());
-  std::mt19937 rng(1);
-  HostExec<uint64_t> x;
-  x.rng = &rng;
-  return runCall(w.comms[static_cast<size_t>(rank)], d, x);
+  std::vector<uint32_t> st(static_cast<size_t>(nblocks), 0);
+  std::vector<std::thread> blocks;
+  for (int b = 0; b < nblocks; ++b)
+    blocks.emplace_back([&, b] {
+      std::mt19937 rng(static_cast<unsigned>(b + 1));
+      HostExec<uint64_t> x;
+      x.rng = &rng;
+      x.block = b;
+      x.g = static_cast<uint64_t>(b);
+      x.stride = static_cast<uint64_t>(nblocks);
+      st[static_cast<size_t>(b)] = runCall(w.comms[static_cast<size_t>(rank)], d, x);
+    });
+  for (auto& t : blocks) t.join();
+  for (uint32_t s : st)
+    if (s != kWaitReady) return s;
+  return kWaitReady;
 }
 
 TEST(DeviceProtocol, AbortEndsAWaitOnARankThatNeverArrives) {
@@ -414,6 +428,67 @@ TEST(DeviceProtocol, DeadlineEndsAWait) {
   EXPECT_LT(took, std::chrono::seconds(5));
   EXPECT_EQ(w.error.code, kWaitTimedOut);
   EXPECT_EQ(w.error.peer, 2);
+}
+
+
+TEST(DeviceProtocol, TimeoutStopsQueuedCallsAndPeersAtOnce) {
+  // Rank 0 gives up on rank 1 (deadline): its own abort word is set, so its next (queued) call
+  // ends at once with "aborted", the error record keeps the first failure (the timeout, claimed by
+  // one of the blocks), and rank 1, arriving late, ends its second call on rank 0's abort word
+  // ("peer aborted"), not at its own deadline.
+  World w(2, 256, 20'000'000);
+  std::vector<uint64_t> send(32, 1), recv(32, 0);  // one round
+  EXPECT_EQ(playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 1), kWaitTimedOut);
+  EXPECT_EQ(w.abortWords[0], 1u);
+  EXPECT_EQ(w.errors[0].code, kWaitTimedOut);
+  EXPECT_EQ(w.errors[0].peer, 1);
+  EXPECT_EQ(w.flags[0][kMaxBlocks + 2], 1u);  // claimed
+  EXPECT_EQ(playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 4), kWaitAborted);  // the queued call
+  EXPECT_EQ(w.flags[0][0], flagA(1));  // it published nothing
+  EXPECT_EQ(w.flags[0][1], 0u);
+  std::vector<uint64_t> send1(32, 2), recv1(32, 0);
+  EXPECT_EQ(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 1), kWaitReady);  // rank 0 had published round 1
+  EXPECT_EQ(recv1, std::vector<uint64_t>(32, 3));
+  // Rank 1's next call: each of its 4 blocks ends on rank 0's abort word, or on rank 1's own once
+  // its first block gave up; the record says why the first one did.
+  EXPECT_NE(playOne(w, 1, kCollAllReduceOneShot, 32, &send1, &recv1, 4), kWaitReady);
+  EXPECT_EQ(w.errors[0].code, kWaitTimedOut);  // first failure wins
+  EXPECT_EQ(w.errors[1].code, kWaitPeerAborted);
+  EXPECT_EQ(w.errors[1].peer, 0);
+  EXPECT_EQ(w.abortWords[1], 1u);  // rank 1 gave up too: its own later calls stop at once
+}
+
+TEST(DeviceProtocol, ManyBlocksGivingUpClaimTheRecordOnce) {
+  World w(2, 256, 10'000'000);
+  std::vector<uint64_t> send(32, 1), recv(32, 0);
+  const uint32_t st = playOne(w, 0, kCollAllReduceOneShot, 32, &send, &recv, 8);
+  EXPECT_TRUE(st == kWaitTimedOut || st == kWaitAborted) << st;
+  EXPECT_EQ(w.errors[0].code, kWaitTimedOut);  // the first to give up timed out; later ones saw the abort word
+  EXPECT_EQ(w.errors[0].peer, 1);
+  EXPECT_EQ(w.errors[0].seq, 1u);
+  EXPECT_EQ(w.flags[0][kMaxBlocks + 2], 1u);
+}
+
+TEST(DeviceProtocol, APeerThatFinishedAndThenEndedIsNoFailure) {
+  // The peer publishes its last round and is destroyed (abort word) right after, while this rank
+  // polls: the abort word may be seen before the flag. The flag is read again then: never a
+  // spurious "peer aborted". Many tries, the peer's timing jittered.
+  std::mt19937 rng(7);
+  int spurious = 0;
+  for (int i = 0; i < 400; ++i) {
+    World w(2, 256, 0);
+    std::vector<uint64_t> send(8, 1), recv(8, 0);
+    const unsigned delayUs = rng() % 200;
+    std::thread peer([&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(delayUs));
+      storeRelease(&w.flags[1][0], flagA(1));
+      __atomic_store_n(&w.abortWords[1], 1u, __ATOMIC_RELEASE);
+    });
+    const uint32_t st = playOne(w, 0, kCollBroadcast, 8, &send, &recv);
+    peer.join();
+    spurious += st != kWaitReady;
+  }
+  EXPECT_EQ(spurious, 0);
 }
 
 }  // namespace

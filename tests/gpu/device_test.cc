@@ -2,7 +2,8 @@
 // tests/support's independently computed reference (every type and op, odd sizes, in place,
 // misaligned, several rounds of staging), bitwise-identical results on every rank, CUDA graph
 // capture and 100 replays, mixing host and device buffers, host buffers in a CUDA process, the NULL
-// stream, and the device-side abort and deadline of a kernel waiting on a rank that never arrives.
+// and blocking streams refused (ranks share the GPU), calls on two streams ordered, a call queued
+// before destroy completing, and the device-side abort and deadline of a kernel waiting on a rank that never arrives.
 // Prints "SKIP" and exits 77 without a GPU.
 #include <atomic>
 #include <chrono>
@@ -160,20 +161,17 @@ void testKindsAndNullStream() {
     std::vector<float> out(1024, 0);
     r = weftAllReduce(h.data(), out.data(), 1024, weftFloat32, weftSum, comm, s);
     CHECK(r == weftSuccess && out[0] == 3.0f && out[1023] == 3.0f, "host all-reduce in a CUDA process: %d %g", static_cast<int>(r), out[0]);
-    // Rank 0 on the NULL (legacy default) stream, rank 1 on its own non-blocking stream.
-    // (Copies on this rank's own stream: the legacy stream is shared by the threads, and a copy queued
-    // there behind rank 0's waiting kernel would never run.)
-    CUDA_OK(cudaMemcpyAsync(d, h.data(), 1024 * sizeof(float), cudaMemcpyHostToDevice, s));
-    CUDA_OK(cudaStreamSynchronize(s));
-    bar.arrive_and_wait();
-    cudaStream_t use = rank == 0 ? nullptr : s;
-    r = weftAllReduce(d, d, 1024, weftFloat32, weftSum, comm, reinterpret_cast<weftStream_t>(use));
-    CHECK(r == weftSuccess, "NULL stream: %s", weftGetLastError(comm));
-    CUDA_OK(cudaStreamSynchronize(use));
-    bar.arrive_and_wait();
-    CUDA_OK(cudaMemcpyAsync(out.data(), d, 1024 * sizeof(float), cudaMemcpyDeviceToHost, s));
-    CUDA_OK(cudaStreamSynchronize(s));
-    CHECK(out[0] == 3.0f && out[1023] == 3.0f, "NULL stream result %g", out[0]);
+    // The ranks share GPU 0 in this process: the NULL (legacy default) stream and blocking streams
+    // are refused (they would serialise the two ranks' kernels: a hang), with the remedy named.
+    r = weftAllReduce(d, d, 1024, weftFloat32, weftSum, comm, nullptr);
+    CHECK(r == weftInvalidUsage && std::strstr(weftGetLastError(comm), "cudaStreamNonBlocking") != nullptr,
+          "NULL stream with ranks sharing a GPU gave %d: %s", static_cast<int>(r), weftGetLastError(comm));
+    cudaStream_t blocking;
+    CUDA_OK(cudaStreamCreate(&blocking));
+    r = weftAllReduce(d, d, 1024, weftFloat32, weftSum, comm, reinterpret_cast<weftStream_t>(blocking));
+    CHECK(r == weftInvalidUsage && std::strstr(weftGetLastError(comm), "cudaStreamNonBlocking") != nullptr,
+          "a blocking stream with ranks sharing a GPU gave %d: %s", static_cast<int>(r), weftGetLastError(comm));
+    CUDA_OK(cudaStreamDestroy(blocking));
     // Point-to-point and all-to-all refuse device buffers clearly.
     r = weftSend(d, 16, weftFloat32, 1 - rank, comm, s);
     CHECK(r == weftInvalidUsage, "send on device buffers gave %d", static_cast<int>(r));
@@ -182,7 +180,63 @@ void testKindsAndNullStream() {
     bar.arrive_and_wait();
     CUDA_OK(cudaFree(d));
   });
-  std::printf("kinds: mixed host/device refused, host path and NULL stream checked\n");
+  std::printf("kinds: mixed host/device refused, host path checked, NULL and blocking streams refused\n");
+}
+
+// Calls of one communicator on two streams, never synchronised in between: the communicator
+// orders them (each waits for the previous call's event), so every result is right. Then a call
+// followed at once by weftCommDestroy: destroy lets it finish (it raises the abort word only after).
+void testStreamsAndDestroy() {
+  const int n = 2, calls = 16;
+  gpu::runRanks(
+      n,
+      [&](int rank, weftComm_t comm, cudaStream_t s, gpu::ThreadBarrier& bar) {
+        cudaStream_t s2;
+        CUDA_OK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+        std::vector<float*> bufs(calls);
+        std::vector<size_t> counts(calls);
+        for (int i = 0; i < calls; ++i) {
+          counts[i] = i % 3 == 0 ? (3u << 20) + static_cast<size_t>(i) : 1000u + static_cast<size_t>(i) * 77u;  // multi-round and small
+          CUDA_OK(cudaMalloc(&bufs[i], counts[i] * sizeof(float)));
+          std::vector<float> h(counts[i], static_cast<float>(rank + 1 + i));
+          CUDA_OK(cudaMemcpy(bufs[i], h.data(), counts[i] * sizeof(float), cudaMemcpyHostToDevice));
+        }
+        bar.arrive_and_wait();
+        for (int i = 0; i < calls; ++i) {
+          weftResult_t r = weftAllReduce(bufs[i], bufs[i], counts[i], weftFloat32, weftSum, comm,
+                                         reinterpret_cast<weftStream_t>(i % 2 ? s2 : s));
+          CHECK(r == weftSuccess, "call %d: %s", i, weftGetLastError(comm));
+        }
+        CUDA_OK(cudaStreamSynchronize(s));
+        CUDA_OK(cudaStreamSynchronize(s2));
+        for (int i = 0; i < calls; ++i) {
+          std::vector<float> h(counts[i]);
+          CUDA_OK(cudaMemcpy(h.data(), bufs[i], counts[i] * sizeof(float), cudaMemcpyDeviceToHost));
+          const float want = static_cast<float>(1 + i + 2 + i);
+          size_t bad = 0;
+          for (float v : h) bad += v != want;
+          CHECK(bad == 0, "rank %d call %d on stream %d: %zu of %zu wrong (want %g)", rank, i, i % 2, bad, counts[i], want);
+        }
+        weftResult_t async = weftSuccess;
+        weftCommGetAsyncError(comm, &async);
+        CHECK(async == weftSuccess, "async error after the two-stream calls: %d", static_cast<int>(async));
+        // Destroy right after launching: the call completes.
+        std::vector<float> h(counts[0], static_cast<float>(rank + 1));
+        CUDA_OK(cudaMemcpy(bufs[0], h.data(), counts[0] * sizeof(float), cudaMemcpyHostToDevice));
+        bar.arrive_and_wait();
+        CHECK(weftAllReduce(bufs[0], bufs[0], counts[0], weftFloat32, weftSum, comm, s) == weftSuccess, "last call: %s",
+              weftGetLastError(comm));
+        CHECK(weftCommDestroy(comm) == weftSuccess, "destroy");
+        CUDA_OK(cudaStreamSynchronize(s));
+        CUDA_OK(cudaMemcpy(h.data(), bufs[0], counts[0] * sizeof(float), cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (float v : h) bad += v != 3.0f;
+        CHECK(bad == 0, "rank %d: the call queued before destroy left %zu of %zu wrong", rank, bad, counts[0]);
+        for (float* b : bufs) CUDA_OK(cudaFree(b));
+        CUDA_OK(cudaStreamDestroy(s2));
+      },
+      nullptr, /*destroy=*/false);
+  std::printf("streams: 16 calls alternating two streams ordered; a call queued before destroy completed\n");
 }
 
 // A kernel waits on rank 1, which never calls: weftCommAbort (another thread) ends it; with a
@@ -257,7 +311,7 @@ void testAbortAndDeadline() {
 
 }  // namespace
 
-// Usage: weft-device-test [part...]; parts: results graph kinds abort (default: all).
+// Usage: weft-device-test [part...]; parts: results graph kinds abort streams (default: all).
 int main(int argc, char** argv) {
   if (int skip = gpu::skipWithoutGpu("weft-device-test")) return skip;
   auto want = [&](const char* part) {
@@ -277,6 +331,7 @@ int main(int argc, char** argv) {
   if (want("graph")) testGraphReplays();
   if (want("kinds")) testKindsAndNullStream();
   if (want("abort")) testAbortAndDeadline();
+  if (want("streams")) testStreamsAndDestroy();
   if (gFailures.load() != 0) {
     std::printf("weft-device-test: %d FAILED checks\n", gFailures.load());
     return 1;

@@ -24,10 +24,16 @@ std::string cudaWhy(const char* what, cudaError_t e) {
 struct Opened {
   void* ptr = nullptr;
   int refs = 0;
+  int device = -1;  // the device current when it was opened (the mapping belongs to its context)
 };
 std::mutex gMu;
 std::map<std::pair<uint64_t, std::string>, Opened> gOpened;  // (owner, handle bytes) -> mapping
-std::map<std::string, std::pair<void*, void*>> gSegments;    // name -> (host, dev)
+struct Segment {
+  void* host = nullptr;
+  void* dev = nullptr;
+  size_t bytes = 0;
+};
+std::map<std::string, Segment> gSegments;  // name -> mapping
 
 }  // namespace
 
@@ -43,8 +49,24 @@ std::string exportHandle(void* devPtr, Handle* out) {
 std::string openHandle(const Handle& h, uint64_t owner, void** out) {
   std::lock_guard<std::mutex> g(gMu);
   const auto key = std::make_pair(owner, std::string(h.bytes, kHandleBytes));
+  int cur = -1;
+  if (cudaGetDevice(&cur) != cudaSuccess) cudaGetLastError();
   auto it = gOpened.find(key);
   if (it != gOpened.end()) {
+    // Opened once per process; a rank of this process on another GPU reaches that mapping through
+    // peer access to the GPU whose context opened it.
+    const int dev = it->second.device;
+    if (cur >= 0 && dev >= 0 && cur != dev) {
+      int can = 0;
+      if (cudaDeviceCanAccessPeer(&can, cur, dev) != cudaSuccess || !can) {
+        cudaGetLastError();
+        return "the mapping was opened on GPU " + std::to_string(dev) + " of this process and GPU " + std::to_string(cur) +
+               " cannot access it peer-to-peer (cudaDeviceCanAccessPeer)";
+      }
+      cudaError_t e = cudaDeviceEnablePeerAccess(dev, 0);
+      if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) return cudaWhy("cudaDeviceEnablePeerAccess", e);
+      cudaGetLastError();
+    }
     it->second.refs++;
     *out = it->second.ptr;
     return "";
@@ -54,7 +76,7 @@ std::string openHandle(const Handle& h, uint64_t owner, void** out) {
   void* p = nullptr;
   cudaError_t e = cudaIpcOpenMemHandle(&p, ch, cudaIpcMemLazyEnablePeerAccess);
   if (e != cudaSuccess) return cudaWhy("cudaIpcOpenMemHandle", e);
-  gOpened[key] = Opened{p, 1};
+  gOpened[key] = Opened{p, 1, cur};
   *out = p;
   return "";
 }
@@ -75,8 +97,8 @@ std::string sharedSegment(const std::string& name, bool create, size_t bytes, vo
   std::lock_guard<std::mutex> g(gMu);
   auto it = gSegments.find(name);
   if (it != gSegments.end()) {
-    *host = it->second.first;
-    *dev = it->second.second;
+    *host = it->second.host;
+    *dev = it->second.dev;
     return "";
   }
   const int fd = shm_open(name.c_str(), create ? (O_RDWR | O_CREAT | O_EXCL) : O_RDWR, 0600);
@@ -97,13 +119,27 @@ std::string sharedSegment(const std::string& name, bool create, size_t bytes, vo
   }
   void* d = nullptr;
   e = cudaHostGetDevicePointer(&d, p, 0);
-  if (e != cudaSuccess) return cudaWhy("cudaHostGetDevicePointer (shared abort words)", e);
-  gSegments[name] = {p, d};
+  if (e != cudaSuccess) {
+    std::string why = cudaWhy("cudaHostGetDevicePointer (shared abort words)", e);
+    if (cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();
+    munmap(p, bytes);
+    return why;
+  }
+  gSegments[name] = Segment{p, d, bytes};
   *host = p;
   *dev = d;
   return "";
 }
 
 void unlinkSegment(const std::string& name) { shm_unlink(name.c_str()); }
+
+void dropSegment(const std::string& name) {
+  std::lock_guard<std::mutex> g(gMu);
+  auto it = gSegments.find(name);
+  if (it == gSegments.end()) return;
+  if (cudaHostUnregister(it->second.host) != cudaSuccess) cudaGetLastError();
+  munmap(it->second.host, it->second.bytes);
+  gSegments.erase(it);
+}
 
 }  // namespace weft::cuda_ipc

@@ -29,10 +29,13 @@ void closeHandle(void* mapped);
 
 // A shared host segment of `bytes` under `name` ("/weft-..."), created (create = true) or opened,
 // mapped once per process and registered as CUDA mapped memory: *host and *dev address the same
-// bytes. Mappings are never unmapped (kernels of this process or a peer's abort may still touch
+// bytes. Mappings in use are never unmapped (kernels of this process or a peer's abort may still touch
 // them after a communicator is gone; 4 KiB each).
 std::string sharedSegment(const std::string& name, bool create, size_t bytes, void** host, void** dev);
 // Removes the name (every process has mapped it by then).
 void unlinkSegment(const std::string& name);
+// Unregisters and unmaps this process's mapping of `name`: only where no kernel can touch it (the
+// device path was refused, or every rank turned out to be a thread of the creating process).
+void dropSegment(const std::string& name);
 
 }  // namespace weft::cuda_ipc
