@@ -833,7 +833,7 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     // Page faults per operation, out of place (getrusage minor + major of the process, the largest
     // over ranks): steady-state weft takes none; a table apart so the rows keep nccl-tests' layout.
     std::printf("#\n# page faults per operation (out-of-place; minor + major, per process, largest over ranks)\n");
-    std::printf("#  %11s  %8s  %6s  %10s  %10s\n", "size(B)", "type", "redop", "weft", compare ? "mpi" : "");
+    std::printf("#  %11s  %8s  %6s  %10s  %10s\n", "size(B)", "type", "redop", "weft", compare ? o.compare.c_str() : "");
     for (const std::string& l : faultLines) std::printf("%s\n", l.c_str());
     std::printf("# weft staging bytes held: %zu\n", staging);
     std::printf("# %-20s : %llu %s\n", "Out of bounds values",
