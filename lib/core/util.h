@@ -14,6 +14,15 @@ uint64_t nowNs();
 inline uint64_t nowUs() { return nowNs() / 1000; }
 inline uint64_t nowMs() { return nowNs() / 1000000; }
 
+// One spin-wait hint (PAUSE / YIELD): lets the sibling hyperthread run while this one polls.
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Cryptographic-quality random bytes (getrandom(2)).
 Status randomBytes(void* out, size_t n);
 

@@ -31,14 +31,6 @@ namespace {
 constexpr uint64_t kNsPerMs = 1000000ull;
 constexpr uint64_t kConnTag = 1ull << 40;
 
-inline void cpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 std::vector<std::string> splitList(const std::string& s) {
   std::vector<std::string> out;
   size_t pos = 0;

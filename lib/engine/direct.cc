@@ -337,14 +337,6 @@ bool DirectRegion::announced(int peer, DirectDesc* d) const {
 // ---- The direct all-reduces -------------------------------------------------------------------
 
 namespace {
-inline void cpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 inline bool reached(uint32_t v, uint32_t k) { return static_cast<int32_t>(v - k) >= 0; }
 
 // The descriptor as the channels' op header, for describeOp().
