@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -189,10 +190,15 @@ void forkLock() {
   gDriverMu.lock();  // leaves
   gPidMu.lock();
 }
-void forkUnlock() {
+void forkUnlock(bool inChild) {
   gPidMu.unlock();
   gDriverMu.unlock();
-  gCacheMu.unlock();
+  // A pthread rwlock's write unlock is recognised by the writer's tid; the child's only thread has
+  // another tid than the parent's thread that locked it, so unlocking would leave it held (seen as a
+  // hang in every classify() of a forked child once libcuda is loaded). The child has one thread
+  // and the lock is free in its copy of the world: construct a fresh one over it.
+  if (inChild) new (&gCacheMu) std::shared_mutex();
+  else gCacheMu.unlock();
   gSlotMu.unlock();
   gEntryMu.unlock();
 }

@@ -26,9 +26,11 @@ namespace weft::device {
 bool built();
 
 // Fork safety (lib/engine/fork_safety.cc): hold / release the process-wide device locks (pointer
-// cache, host slots, the one-time driver lookup) across fork().
+// cache, host slots, the one-time driver lookup) across fork(). inChild: the forked child's handler
+// (a lock the parent's thread write-locked cannot be unlocked by the child's thread, whose tid
+// differs: glibc would take it for a reader's unlock and leave it held; the child re-creates it).
 void forkLock();
-void forkUnlock();
+void forkUnlock(bool inChild);
 
 enum class MemKind { kHost = 0, kDevice = 1 };
 inline constexpr int kMaxWindowRanks = 64;

@@ -7,7 +7,7 @@ namespace weft::device {
 bool built() { return false; }
 
 void forkLock() {}
-void forkUnlock() {}
+void forkUnlock(bool) {}
 
 MemKind classify(const void*) { return MemKind::kHost; }
 

@@ -29,14 +29,16 @@ void prepare() {
   log::forkLock();
 }
 
-void release() {
+void release(bool inChild) {
   log::forkUnlock();
-  device::forkUnlock();
+  device::forkUnlock(inChild);
 #ifdef WEFT_HAVE_IB_TRANSPORT
   transport::ibForkUnlock();
 #endif
   discoveryForkUnlock();
 }
+void releaseInParent() { release(false); }
+void releaseInChild() { release(true); }
 
 std::atomic<bool> gInstalled{false};
 
@@ -47,7 +49,7 @@ std::atomic<bool> gInstalled{false};
 
 void installForkHandlers() {
   if (gInstalled.exchange(true)) return;
-  (void)pthread_atfork(prepare, release, release);
+  (void)pthread_atfork(prepare, releaseInParent, releaseInChild);
 }
 
 }  // namespace weft::engine
