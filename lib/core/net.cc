@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -317,6 +318,52 @@ Status recvAll(int fd, void* buf, size_t len, uint64_t deadlineNs, const std::at
     return errnoStatus("recv", errno);
   }
   return Status::ok();
+}
+
+ssize_t sendWithFds(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags) {
+  if (nfds == 0 || nfds > kMaxPassedFds) {
+    errno = EINVAL;
+    return -1;
+  }
+  iovec iov{const_cast<void*>(data), len};
+  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int) * kMaxPassedFds)] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = buf;
+  m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  return sendmsg(sock, &m, flags | MSG_NOSIGNAL);
+}
+
+ssize_t recvWithFds(int sock, void* data, size_t len, int* fds, size_t maxFds, size_t* nfds, int flags) {
+  *nfds = 0;
+  iovec iov{data, len};
+  // Room for more than the caller keeps, so that surplus descriptors arrive (and are closed) rather
+  // than being dropped by the kernel with MSG_CTRUNC.
+  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int) * 2 * kMaxPassedFds)] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = buf;
+  m.msg_controllen = sizeof buf;
+  const ssize_t n = recvmsg(sock, &m, flags | MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (*nfds < maxFds) fds[(*nfds)++] = fd;
+      else close(fd);
+    }
+  }
+  return n;
 }
 
 }  // namespace weft::net

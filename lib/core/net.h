@@ -55,4 +55,12 @@ void setNoDelay(int fd);
 Status sendAll(int fd, const void* buf, size_t len, uint64_t deadlineNs, const std::atomic<bool>* abort);
 Status recvAll(int fd, void* buf, size_t len, uint64_t deadlineNs, const std::atomic<bool>* abort);
 
+// One message with file descriptors attached (SCM_RIGHTS over an AF_UNIX socket): the shm
+// transport's rings and the direct region's memfd. Both return sendmsg's / recvmsg's result (-1 with
+// errno). recvWithFds keeps at most maxFds of the descriptors that came (close-on-exec) in fds and
+// closes any beyond them; *nfds says how many it kept.
+inline constexpr size_t kMaxPassedFds = 4;
+ssize_t sendWithFds(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags);
+ssize_t recvWithFds(int sock, void* data, size_t len, int* fds, size_t maxFds, size_t* nfds, int flags);
+
 }  // namespace weft::net

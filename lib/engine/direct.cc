@@ -23,6 +23,7 @@
 #include "collectives/reduce/reduce.h"
 #include "collectives/schedule.h"
 #include "lib/core/futex.h"
+#include "lib/core/net.h"
 #include "lib/core/log.h"
 #include "lib/core/util.h"
 #include "lib/engine/communicator.h"
@@ -81,37 +82,21 @@ Status waitFd(int fd, short events, uint64_t deadlineNs, bootstrap::Bootstrap& b
 }
 
 Status sendFd(int sock, int fd, const void* data, size_t len) {
-  iovec iov{const_cast<void*>(data), len};
-  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = buf;
-  m.msg_controllen = sizeof buf;
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  if (sendmsg(sock, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(len))
+  if (net::sendWithFds(sock, data, len, &fd, 1, 0) != static_cast<ssize_t>(len))
     return errnoStatus("passing the direct region's memfd to a peer", errno);
   return Status::ok();
 }
 
 Status recvFd(int sock, int* fd, void* data, size_t len) {
   *fd = -1;
-  iovec iov{data, len};
-  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = buf;
-  m.msg_controllen = sizeof buf;
-  ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-  if (n != static_cast<ssize_t>(len)) return remoteError("rank 0 closed the direct region's socket before passing the memfd");
-  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(fd, CMSG_DATA(c), sizeof(int));
-  if (*fd < 0) return internalError("no descriptor came with the direct region's setup message");
+  size_t nfds = 0;
+  const ssize_t n = net::recvWithFds(sock, data, len, fd, 1, &nfds, 0);
+  if (n != static_cast<ssize_t>(len)) {
+    if (nfds == 1) close(*fd);
+    *fd = -1;
+    return remoteError("rank 0 closed the direct region's socket before passing the memfd");
+  }
+  if (nfds != 1) return internalError("no descriptor came with the direct region's setup message");
   return Status::ok();
 }
 

@@ -64,6 +64,7 @@
 #include <vector>
 
 #include "lib/core/log.h"
+#include "lib/core/net.h"
 #include "lib/core/util.h"
 
 namespace weft::transport {
@@ -526,20 +527,8 @@ class ShmTransport final : public MessagingTransport {
       Hello hello{kHelloMagic, kVersion, h.cookie, kMapBytes, static_cast<uint32_t>(kSlotCount),
                   static_cast<uint32_t>(kSlotBytes)};
       int fds[3] = {st->memfd, st->efdData, st->efdSpace};
-      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)] = {};
-      iovec iov{&hello, sizeof hello};
-      msghdr mh{};
-      mh.msg_iov = &iov;
-      mh.msg_iovlen = 1;
-      mh.msg_control = cbuf;
-      mh.msg_controllen = sizeof cbuf;
-      cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-      cm->cmsg_level = SOL_SOCKET;
-      cm->cmsg_type = SCM_RIGHTS;
-      cm->cmsg_len = CMSG_LEN(sizeof fds);
-      std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
       // A fresh socket's send buffer always holds one small message.
-      if (sendmsg(st->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(sizeof hello))
+      if (net::sendWithFds(st->sock, &hello, sizeof hello, fds, 3, MSG_DONTWAIT) != static_cast<ssize_t>(sizeof hello))
         return fail(errnoStatus("sending the shared-memory ring to the listener @" + st->name, errno));
       closeFd(st->memfd);  // the mapping (and the peer's copy in flight) keep the memory
       st->helloSent = true;
@@ -577,25 +566,13 @@ class ShmTransport final : public MessagingTransport {
       int fd = l->pending[k];
       Hello hello{};
       int fds[3] = {-1, -1, -1};
-      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof fds)] = {};
-      iovec iov{&hello, sizeof hello};
-      msghdr mh{};
-      mh.msg_iov = &iov;
-      mh.msg_iovlen = 1;
-      mh.msg_control = cbuf;
-      mh.msg_controllen = sizeof cbuf;
-      ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      size_t nfds = 0;
+      ssize_t n = net::recvWithFds(fd, &hello, sizeof hello, fds, 3, &nfds, MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         ++k;
         continue;
       }
       l->pending.erase(l->pending.begin() + static_cast<long>(k));
-      size_t nfds = 0;
-      for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-          nfds = std::min<size_t>(3, (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-          std::memcpy(fds, CMSG_DATA(cm), nfds * sizeof(int));
-        }
       auto refuse = [&](const char* why) {
         WEFT_WARN(NET, "shm transport: refused a connection on @%s: %s", l->name.c_str(), why);
         for (int& f : fds) closeFd(f);
