@@ -1,10 +1,14 @@
 // weft-bench --device: the CUDA runtime calls of weft_bench_cuda.h. Compiled with WEFT_BENCH_CUDA=1
 // (and linked with CUDA::cudart_static) when CMake found CUDA; otherwise every call says "built
-// without CUDA".
+// without CUDA". (WEFT_BENCH_HOSTSIM=1: the test-only host stand-in below.)
 #include "weft_bench_cuda.h"
 
 #if WEFT_BENCH_CUDA
 #include <cuda_runtime.h>
+#elif WEFT_BENCH_HOSTSIM
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #endif
 
 namespace weftbench::dev {
@@ -164,6 +168,57 @@ std::string graphDestroy(Graph g) {
   if (g) WB_CUDA(cudaGraphExecDestroy(reinterpret_cast<cudaGraphExec_t>(g)), "cudaGraphExecDestroy");
   return "";
 }
+
+#elif WEFT_BENCH_HOSTSIM
+
+// A test-only stand-in (weft-bench-hostsim, tests/bench): host memory plays the GPU's so that the
+// --device bookkeeping of weft_bench.cc runs where no GPU is (GPU choice over 2 pretend GPUs, the
+// copies of the check, event timing, the thread ranks' barriers around capture and destruction).
+// The library sees host memory, so its calls run synchronously and nothing of CUDA or of the
+// library's device path is exercised. A "capture" lets the calls run at once and a "graph launch"
+// does nothing: run it with -G only with -c 0 (its checked replays would do nothing).
+
+namespace {
+struct SimEvent {
+  std::chrono::steady_clock::time_point at;
+};
+}  // namespace
+
+bool built() { return true; }
+std::string deviceCount(int* count) { *count = 2; return ""; }
+std::string setDevice(int) { return ""; }
+std::string describe(int device) {
+  return "device " + std::to_string(device) + " [sim] host memory standing in for a GPU (weft-bench-hostsim)";
+}
+std::string alloc(void** p, size_t bytes) {
+  const size_t n = (bytes + 4095) / 4096 * 4096 + 4096;
+  *p = std::aligned_alloc(4096, n);
+  if (!*p) return "aligned_alloc failed";
+  std::memset(*p, 0, n);
+  return "";
+}
+std::string release(void* p) { std::free(p); return ""; }
+std::string streamCreate(weftStream_t* s) { *s = reinterpret_cast<weftStream_t>(new char); return ""; }
+std::string streamSync(weftStream_t) { return ""; }
+std::string streamDestroy(weftStream_t s) { delete reinterpret_cast<char*>(s); return ""; }
+std::string toDevice(void* dst, const void* src, size_t bytes, weftStream_t) { std::memcpy(dst, src, bytes); return ""; }
+std::string toHost(void* dst, const void* src, size_t bytes, weftStream_t) { std::memcpy(dst, src, bytes); return ""; }
+std::string eventCreate(Event* e) { *e = reinterpret_cast<Event>(new SimEvent); return ""; }
+std::string eventRecord(Event e, weftStream_t) {
+  reinterpret_cast<SimEvent*>(e)->at = std::chrono::steady_clock::now();
+  return "";
+}
+std::string elapsedMs(Event a, Event b, float* ms) {
+  *ms = std::chrono::duration<float, std::milli>(reinterpret_cast<SimEvent*>(b)->at - reinterpret_cast<SimEvent*>(a)->at).count();
+  return "";
+}
+std::string eventDestroy(Event e) { delete reinterpret_cast<SimEvent*>(e); return ""; }
+std::string captureBegin(weftStream_t) { return ""; }
+std::string captureEnd(weftStream_t, Captured* c) { *c = reinterpret_cast<Captured>(new char); return ""; }
+std::string instantiate(Captured c, Graph* g) { *g = reinterpret_cast<Graph>(c); return ""; }
+std::string graphUpload(Graph, weftStream_t) { return ""; }
+std::string graphLaunch(Graph, weftStream_t) { return ""; }
+std::string graphDestroy(Graph g) { delete reinterpret_cast<char*>(g); return ""; }
 
 #else  // built without CUDA
 
