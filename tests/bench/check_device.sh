@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 status=0
 fail() { echo "check_device: FAIL: $*" >&2; status=1; }
 
-probe=$("$bench" all_reduce --device -b 8 -e 8 -n 1 -c 1 -T 60 2>&1)
+probe=$("$bench" all_reduce --device --ranks 2 -t 2 -b 8 -e 8 -n 1 -c 1 -T 60 2>&1)
 rc=$?
 if [ $rc -eq 3 ]; then
   echo "SKIP weft-bench --device: $(grep 'no usable CUDA device' <<< "$probe")"
