@@ -15,6 +15,7 @@
 // (bench/gloo/weft_gloo_bench.cc, which spawns its own ranks). `weft-bench --help` lists the flags.
 #include <weft/weft.h>
 
+#include "weft_bench_cuda.h"
 #include "weft_bench_data.h"
 
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +49,7 @@ namespace {
 constexpr const char* kWorkerFlag = "--weft-bench-worker";
 constexpr int kExitWrong = 1;   // wrong results
 constexpr int kExitError = 2;   // usage or weft error
+constexpr int kExitNoDevice = 3;  // --device, but no usable CUDA device or driver
 constexpr int kGraceSeconds = 10;
 constexpr const char* kMpiHelperName = "weft-mpi-bench";
 constexpr const char* kGlooHelperName = "weft-gloo-bench";
@@ -127,6 +130,8 @@ struct Options {
   int root = 0;
   bool rootAll = false;
   std::string compare;  // --compare: "" (none), "mpi" or "gloo"
+  bool device = false;    // --device: buffers on the rank's GPU, calls on a CUDA stream
+  int graphLaunches = 0;  // -G N: the iterations captured in a CUDA graph, launched N times
   long timeoutS = 0;
   std::vector<const TypeDesc*> types;
   std::vector<const OpDesc*> ops;
@@ -139,8 +144,8 @@ void usage(FILE* out) {
       "\n"
       "nccl-tests-compatible benchmark for weft. Spawns --ranks local processes (no launcher\n"
       "needed), or, under mpirun/srun/torchrun (or with WEFT_RANK/WEFT_NRANKS set), runs as one\n"
-      "rank of the launcher's job (weftCommInitFromEnv); rank 0 prints the table. Host buffers\n"
-      "(there is no GPU support yet).\n"
+      "rank of the launcher's job (weftCommInitFromEnv); rank 0 prints the table. Host buffers,\n"
+      "or with --device buffers on the GPU (as nccl-tests).\n"
       "\n"
       "  -b, --minbytes <n>        smallest size in bytes, suffix K/M/G (default 8)\n"
       "  -e, --maxbytes <n>        largest size in bytes, suffix K/M/G (default 64M)\n"
@@ -155,7 +160,8 @@ void usage(FILE* out) {
       "                            bfloat16 f8e4m3 f8e5m2, or all (default float)\n"
       "  -o, --op <op>             sum prod max min avg, or all (default sum)\n"
       "  -z, --blocking <0-3>      1, 3: barrier after each iteration, not timed (default 0;\n"
-      "                            host buffers always complete before the call returns)\n"
+      "                            host buffers always complete before the call returns; with\n"
+      "                            --device each iteration, or graph launch, is waited for)\n"
       "  -a, --average <0-3>       time across ranks: 0 rank 0, 1 average, 2 min, 3 max (default 1)\n"
       "  -r, --root <r|all>        root of broadcast and reduce, or all = every rank in turn\n"
       "                            (default 0; ignored by the collectives without a root)\n"
@@ -172,10 +178,20 @@ void usage(FILE* out) {
       "      --compare gloo        the same with Gloo's allreduce over its TCP transport on\n"
       "                            127.0.0.1 (all_reduce only; no bfloat16/fp8, no avg: \"-\";\n"
       "                            needs the weft-gloo-bench helper, built when Gloo is found)\n"
+      "      --device              buffers from cudaMalloc on the rank's GPU (GPU = local rank\n"
+      "                            modulo the visible GPUs: with one GPU every rank uses GPU 0),\n"
+      "                            calls on one non-blocking CUDA stream per rank, timed with CUDA\n"
+      "                            events; results copied back and checked as for host buffers.\n"
+      "                            Ranks as processes on one GPU need MPS (else the library refuses\n"
+      "                            device calls and weft-bench prints why); -t N ranks as threads\n"
+      "  -G, --cudagraph <n>       with --device: capture the -n iterations of each row in one CUDA\n"
+      "                            graph per rank and launch it n times (time per call = elapsed /\n"
+      "                            (n x iters x agg)); 0 = eager launches (default 0)\n"
       "  -h, --help                this text\n"
       "\n"
       "Exit status: 0 all results correct, 1 wrong results, 2 usage or weft error (or a rank\n"
-      "that failed or was killed).\n");
+      "that failed or was killed; --device in a weft-bench built without CUDA), 3 --device but\n"
+      "no usable CUDA device or driver (the message says which CUDA call failed).\n");
 }
 
 [[noreturn]] void usageError(const std::string& msg) {
@@ -249,7 +265,7 @@ Options parseOptions(int argc, char** argv) {
   if (!o.coll) usageError(std::string("unknown collective '") + argv[1] + "' (" + kCollList + ")");
   o.collective = o.coll->name;
 
-  enum { kRanks = 1000, kCompare };
+  enum { kRanks = 1000, kCompare, kDevice };
   static const option longOpts[] = {
       {"minbytes", required_argument, nullptr, 'b'},
       {"maxbytes", required_argument, nullptr, 'e'},
@@ -269,6 +285,8 @@ Options parseOptions(int argc, char** argv) {
       {"timeout", required_argument, nullptr, 'T'},
       {"ranks", required_argument, nullptr, kRanks},
       {"compare", required_argument, nullptr, kCompare},
+      {"device", no_argument, nullptr, kDevice},
+      {"cudagraph", required_argument, nullptr, 'G'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -279,7 +297,7 @@ Options parseOptions(int argc, char** argv) {
   optind = 1;
   for (;;) {
     int idx = -1;
-    int c = getopt_long(subArgc, subArgv, ":b:e:i:f:n:w:m:c:d:o:z:a:r:t:g:T:h", longOpts, &idx);
+    int c = getopt_long(subArgc, subArgv, ":b:e:i:f:n:w:m:c:d:o:z:a:r:t:g:T:G:h", longOpts, &idx);
     if (c == -1) break;
     switch (c) {
       case 'b': o.minBytes = sizeArg("-b/--minbytes", optarg); break;
@@ -303,6 +321,8 @@ Options parseOptions(int argc, char** argv) {
         intArg("-g/--ngpus", optarg, 1, 1);
         break;
       case 'T': o.timeoutS = intArg("-T/--timeout", optarg, 0, 1 << 30); break;
+      case 'G': o.graphLaunches = intArg("-G/--cudagraph", optarg, 0, 1 << 20); break;
+      case kDevice: o.device = true; break;
       case kRanks: o.ranks = intArg("--ranks", optarg, 1, 4096); o.ranksGiven = true; break;
       case kCompare:
         if (std::strcmp(optarg, "mpi") != 0 && std::strcmp(optarg, "gloo") != 0) {
@@ -325,6 +345,18 @@ Options parseOptions(int argc, char** argv) {
 
   if (o.compare == "gloo" && o.coll->coll != Coll::AllReduce) {
     usageError("--compare gloo compares all_reduce only (Gloo's allreduce), not " + o.collective);
+  }
+  if (o.graphLaunches > 0 && !o.device) {
+    usageError("-G/--cudagraph captures calls on a CUDA stream: it needs --device (host buffers run "
+               "synchronously, nothing to capture)");
+  }
+  if (o.device && !o.compare.empty()) {
+    usageError("--compare " + o.compare + " times host buffers; it cannot be combined with --device");
+  }
+  if (o.device && !dev::built()) {
+    int none = 0;
+    std::fprintf(stderr, "weft-bench: --device: %s\n", dev::deviceCount(&none).c_str());
+    std::exit(kExitError);
   }
   if (o.stepBytesGiven && !o.stepFactorGiven) o.stepFactor = 1;
   if (o.maxBytes < o.minBytes) usageError("-e/--maxbytes is smaller than -b/--minbytes");
@@ -359,6 +391,16 @@ Options parseOptions(int argc, char** argv) {
 // Per rank: with -t the ranks of one process are threads.
 thread_local weftComm_t gComm = nullptr;
 thread_local int gRank = -1, gNranks = 0;
+// --device: the rank's stream (the host path passes NULL). A failing rank of a --device run leaves
+// with _Exit (std::exit would tear the CUDA runtime down under the other thread ranks' feet).
+thread_local weftStream_t gStream = nullptr;
+bool gDeviceMode = false;
+
+[[noreturn]] void leave(int code) {
+  if (!gDeviceMode) std::exit(code);
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
 
 [[noreturn]] void weftFailed(const char* expr, weftResult_t r) {
   const char* paren = std::strchr(expr, '(');
@@ -370,7 +412,65 @@ thread_local int gRank = -1, gNranks = 0;
     weftCommAbort(gComm);  // so the peers fail fast instead of waiting for a timeout
     gComm = nullptr;
   }
-  std::exit(kExitError);
+  leave(kExitError);
+}
+
+// A failed CUDA call of --device (weft_bench_cuda.h says which and why).
+[[noreturn]] void devFailed(const std::string& msg) {
+  std::fprintf(stderr, "weft-bench: %s (rank %d of %d)\n", msg.c_str(), gRank, gNranks);
+  std::fflush(stderr);
+  if (gComm) {
+    weftCommAbort(gComm);
+    gComm = nullptr;
+  }
+  leave(kExitError);
+}
+
+#define DEV_CHECK(call)                                \
+  do {                                                 \
+    const std::string wbErr_ = (call);                 \
+    if (!wbErr_.empty()) devFailed(wbErr_);            \
+  } while (0)
+
+// -t N: the thread ranks of one process meet here around the CUDA calls that must not overlap a
+// peer thread's (a capture in global mode forbids other threads' unsafe calls; cudaFree and graph
+// destruction may wait for the whole device, where a peer's kernel may be waiting for this rank's
+// next launch). Null with one rank per process. Bounded: 600 s, then the process fails.
+class LocalBarrier {
+ public:
+  explicit LocalBarrier(int n) : n_(n) {}
+  bool wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t gen = gen_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return true;
+    }
+    return cv_.wait_for(lock, std::chrono::seconds(600), [&] { return gen_ != gen; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const int n_;
+  int arrived_ = 0;
+  uint64_t gen_ = 0;
+};
+LocalBarrier* gLocal = nullptr;
+
+void localBarrier(const char* where) {
+  if (gLocal && !gLocal->wait()) {
+    devFailed(std::string("the other thread ranks of this process did not reach ") + where + " within 600 s");
+  }
+}
+
+// Quiet point of a process: this rank's stream drained, then every thread rank of the process
+// here (so none has a kernel left that waits for another's launch).
+void quiesce(const char* where) {
+  DEV_CHECK(dev::streamSync(gStream));
+  localBarrier(where);
 }
 
 #define WB_CHECK(call)                                   \
@@ -429,22 +529,22 @@ void runOp(const Variant& v, const void* sbuf, void* rbuf, size_t count) {
   const weftDataType_t dt = v.t->type;
   switch (v.c->coll) {
     case Coll::AllReduce:
-      WB_CHECK(weftAllReduce(sbuf, rbuf, count, dt, v.op->op, gComm, nullptr));
+      WB_CHECK(weftAllReduce(sbuf, rbuf, count, dt, v.op->op, gComm, gStream));
       break;
-    case Coll::AllGather: WB_CHECK(weftAllGather(sbuf, rbuf, count, dt, gComm, nullptr)); break;
+    case Coll::AllGather: WB_CHECK(weftAllGather(sbuf, rbuf, count, dt, gComm, gStream)); break;
     case Coll::ReduceScatter:
-      WB_CHECK(weftReduceScatter(sbuf, rbuf, count, dt, v.op->op, gComm, nullptr));
+      WB_CHECK(weftReduceScatter(sbuf, rbuf, count, dt, v.op->op, gComm, gStream));
       break;
-    case Coll::Broadcast: WB_CHECK(weftBroadcast(sbuf, rbuf, count, dt, v.root, gComm, nullptr)); break;
+    case Coll::Broadcast: WB_CHECK(weftBroadcast(sbuf, rbuf, count, dt, v.root, gComm, gStream)); break;
     case Coll::Reduce:
-      WB_CHECK(weftReduce(sbuf, rbuf, count, dt, v.op->op, v.root, gComm, nullptr));
+      WB_CHECK(weftReduce(sbuf, rbuf, count, dt, v.op->op, v.root, gComm, gStream));
       break;
-    case Coll::AllToAll: WB_CHECK(weftAlltoAll(sbuf, rbuf, count, dt, gComm, nullptr)); break;
+    case Coll::AllToAll: WB_CHECK(weftAlltoAll(sbuf, rbuf, count, dt, gComm, gStream)); break;
     case Coll::SendRecv: {
       const int next = (gRank + 1) % gNranks, prev = (gRank + gNranks - 1) % gNranks;
       WB_CHECK(weftGroupStart());
-      WB_CHECK(weftSend(sbuf, count, dt, next, gComm, nullptr));
-      WB_CHECK(weftRecv(rbuf, count, dt, prev, gComm, nullptr));
+      WB_CHECK(weftSend(sbuf, count, dt, next, gComm, gStream));
+      WB_CHECK(weftRecv(rbuf, count, dt, prev, gComm, gStream));
       WB_CHECK(weftGroupEnd());
       break;
     }
@@ -583,6 +683,70 @@ void fillComplement(char* dst, const char* src, size_t bytes) {
   for (size_t b = 0; b < bytes; ++b) dst[b] = static_cast<char>(~src[b]);
 }
 
+// Where the collective's send and receive buffers live: host memory (used directly), or with
+// --device the rank's GPU, filled and read back through stream-ordered copies that complete before
+// they return. The inputs and expected results are always computed on the host.
+struct Mem {
+  bool device = false;
+  char* host = nullptr;  // --device: -e bytes of host memory (complements, results copied back)
+
+  void put(char* dst, const char* src, size_t bytes) const {
+    if (!device) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    DEV_CHECK(dev::toDevice(dst, src, bytes, gStream));
+  }
+  // dst = the complement of `want`, so an element the collective never writes cannot pass.
+  void putComplement(char* dst, const char* want, size_t bytes) const {
+    if (!device) {
+      fillComplement(dst, want, bytes);
+      return;
+    }
+    fillComplement(host, want, bytes);
+    DEV_CHECK(dev::toDevice(dst, host, bytes, gStream));
+  }
+  // The bytes at src, readable on the host (valid until the next get), after the rank's stream
+  // has finished the calls queued on it.
+  const char* get(const char* src, size_t bytes) const {
+    if (!device) return src;
+    DEV_CHECK(dev::toHost(host, src, bytes, gStream));
+    return host;
+  }
+};
+
+// The local rank under a launcher (its variables, in the library's order), for --device's GPU
+// choice, which must be made before the communicator exists; else 0.
+int launcherLocalRank() {
+  static const char* const kVars[][2] = {{"WEFT_RANK", "WEFT_LOCAL_RANK"},
+                                         {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"},
+                                         {"SLURM_PROCID", "SLURM_LOCALID"},
+                                         {"RANK", "LOCAL_RANK"}};
+  for (const auto& v : kVars) {
+    const char* rank = std::getenv(v[0]);
+    if (!rank || !*rank) continue;
+    const char* local = std::getenv(v[1]);
+    long r = 0;
+    if (local && parseLong(local, 0, 1 << 20, &r)) return static_cast<int>(r);
+    if (parseLong(rank, 0, 1 << 20, &r)) return static_cast<int>(r);
+    return 0;
+  }
+  return 0;
+}
+
+// --device: which GPU a rank uses (nccl-tests' local rank -> device rule): local rank modulo the
+// visible GPUs. Exits with kExitNoDevice, saying why, when CUDA finds no usable device.
+int chooseGpu(int localRank) {
+  int count = 0;
+  const std::string why = dev::deviceCount(&count);
+  if (!why.empty()) {
+    std::fprintf(stderr, "weft-bench: --device: no usable CUDA device (local rank %d): %s\n", localRank, why.c_str());
+    std::fflush(stderr);
+    std::_Exit(kExitNoDevice);
+  }
+  return localRank % count;
+}
+
 // Spawned ranks are bound one per core, as mpirun binds its ranks (--bind-to core), when the
 // allowed cores are at least as many as the ranks; otherwise (oversubscribed) they float, as
 // mpirun's do then. Unbound, two ranks that share a core hand it back and forth on every message.
@@ -608,6 +772,23 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   std::call_once(lineBuffered, [] { std::setvbuf(stdout, nullptr, _IOLBF, 0); });
   gRank = rank;
   gNranks = nranks;
+  // --device: GPU, stream and buffers before the communicator (the library takes the thread's
+  // current device at init; nothing device-synchronising happens while peers' kernels run).
+  std::string where = "device -1 [cpu] host memory (no GPU)";
+  char* devSend = nullptr;
+  char* devRecv = nullptr;
+  if (o.device) {
+    gDeviceMode = true;
+    const int gpu = chooseGpu(id ? rank : launcherLocalRank());
+    DEV_CHECK(dev::setDevice(gpu));
+    DEV_CHECK(dev::streamCreate(&gStream));
+    void* p = nullptr;
+    DEV_CHECK(dev::alloc(&p, o.maxBytes));
+    devSend = static_cast<char*>(p);
+    DEV_CHECK(dev::alloc(&p, o.maxBytes));
+    devRecv = static_cast<char*>(p);
+    where = dev::describe(gpu);
+  }
   if (id) {
     bindSpawnedRank(rank, nranks);
     WB_CHECK(weftCommInitRank(&gComm, nranks, *id, rank));
@@ -640,9 +821,20 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
                 WEFT_MINOR, WEFT_PATCH, WEFT_VERSION_CODE, version);
     std::printf("# Collective test starting: %s\n", o.collective.c_str());
     std::printf("# nThread %d nGpus 1 minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d "
-                "iters: %d agg iters: %d validation: %d graph: 0 unalign: 0\n",
+                "iters: %d agg iters: %d validation: %d graph: %d unalign: 0\n",
                 o.nthreads, o.minBytes, o.maxBytes, o.stepFactor > 1 ? static_cast<size_t>(o.stepFactor) : o.stepBytes,
-                o.stepFactor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.aggIters, o.check);
+                o.stepFactor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.aggIters, o.check, o.graphLaunches);
+    if (o.device) {
+      std::printf("#\n# Device buffers (--device): cudaMalloc on each rank's GPU, calls on one non-blocking stream\n"
+                  "# per rank, timed with CUDA events; results copied back and checked on the host\n");
+      if (o.graphLaunches > 0) {
+        std::printf("# CUDA graph (-G %d): each row's %d iterations captured in one graph per rank, launched %d times;\n"
+                    "# time = elapsed / (launches x iterations x agg); the checked calls replay a graph of one call\n",
+                    o.graphLaunches, o.iters, o.graphLaunches);
+      } else {
+        std::printf("# Eager launches (no -G): time = elapsed between events around the iterations / calls\n");
+      }
+    }
     if (o.blocking == 1 || o.blocking == 3) {
       std::printf("#\n# Blocking Enabled: barrier after each iteration (not timed)\n");
     }
@@ -660,19 +852,22 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   }
 
   // Who is where: each rank fills its slot, a sum all-reduce gathers them.
-  constexpr size_t kHostLen = 64;
+  constexpr size_t kHostLen = 64, kWhereLen = 128;
   std::vector<int64_t> pids(nranks, 0);
-  std::vector<uint8_t> hosts(nranks * kHostLen, 0);
+  std::vector<uint8_t> hosts(nranks * kHostLen, 0), wheres(nranks * kWhereLen, 0);
   pids[rank] = getpid();
   char host[kHostLen] = {};
   gethostname(host, kHostLen - 1);
   std::memcpy(&hosts[rank * kHostLen], host, kHostLen - 1);
+  std::memcpy(&wheres[rank * kWhereLen], where.data(), std::min(where.size(), kWhereLen - 1));
   WB_CHECK(weftAllReduce(pids.data(), pids.data(), pids.size(), weftInt64, weftSum, gComm, nullptr));
   WB_CHECK(weftAllReduce(hosts.data(), hosts.data(), hosts.size(), weftUint8, weftSum, gComm, nullptr));
+  WB_CHECK(weftAllReduce(wheres.data(), wheres.data(), wheres.size(), weftUint8, weftSum, gComm, nullptr));
   if (print) {
     for (int r = 0; r < nranks; ++r) {
-      std::printf("#  Rank %2d Group  0 Pid %6d on %10s device -1 [cpu] host memory (no GPU)\n", r,
-                  static_cast<int>(pids[r]), reinterpret_cast<const char*>(&hosts[r * kHostLen]));
+      std::printf("#  Rank %2d Group  0 Pid %6d on %10s %s\n", r, static_cast<int>(pids[r]),
+                  reinterpret_cast<const char*>(&hosts[r * kHostLen]),
+                  reinterpret_cast<const char*>(&wheres[r * kWhereLen]));
     }
     std::printf("#\n");
     std::printf("#                                                              out-of-place"
@@ -688,8 +883,16 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
   }
 
   Buffers buf;
-  buf.send = static_cast<char*>(allocBuffer(o.maxBytes));
-  buf.recv = static_cast<char*>(allocBuffer(o.maxBytes));
+  Mem mem;
+  if (o.device) {
+    buf.send = devSend;
+    buf.recv = devRecv;
+    mem.device = true;
+    mem.host = static_cast<char*>(allocBuffer(o.maxBytes));
+  } else {
+    buf.send = static_cast<char*>(allocBuffer(o.maxBytes));
+    buf.recv = static_cast<char*>(allocBuffer(o.maxBytes));
+  }
   buf.pristine = static_cast<char*>(allocBuffer(o.maxBytes));
   buf.expected = o.check ? static_cast<char*>(allocBuffer(o.maxBytes)) : nullptr;
   const std::vector<size_t> sizes = sizeList(o);
@@ -709,9 +912,11 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     // This rank's inputs (non-root ranks of broadcast too: their sendbuff must not matter).
     fillInputRange(buf.pristine, 0, maxElems, t, *v.op, rank, nranks);
     if (o.check) fillVariantExpected(v, buf.expected, maxElems, rank, nranks);
-    std::memcpy(buf.send, buf.pristine, maxElems * es);
+    mem.put(buf.send, buf.pristine, maxElems * es);
     const bool outputChecked = !(coll == Coll::Reduce && rank != v.root);  // reduce: root only
 
+    // --device: every rank has its data in place before the first kernel waits for its peers'.
+    if (o.device) barrier();
     // Warm-up at the largest and the smallest size (connections, staging buffers, caches).
     for (size_t warmBytes : {o.maxBytes, o.minBytes}) {
       const Counts k = countsFor(coll, warmBytes, es, nranks);
@@ -730,13 +935,65 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
         char* rbuf = buf.recv;
         if (inPlace) {
           inPlacePointers(coll, buf.recv, k.param, es, rank, &sbuf, &rbuf);
-          std::memcpy(sbuf, buf.pristine, sendBytes);
+          mem.put(sbuf, buf.pristine, sendBytes);
+        }
+        // -G: the row's iterations captured in one graph, and (-c) one call in another, every
+        // thread rank of this process capturing at once and nothing else running in it.
+        dev::Graph timedGraph = nullptr, checkGraph = nullptr;
+        if (o.graphLaunches > 0) {
+          quiesce("the CUDA graph capture");
+          dev::Captured timedCap = nullptr, checkCap = nullptr;
+          DEV_CHECK(dev::captureBegin(gStream));
+          for (int it = 0; it < o.iters; ++it) runIteration(o, v, sbuf, rbuf, k.param);
+          DEV_CHECK(dev::captureEnd(gStream, &timedCap));
+          if (o.check) {
+            DEV_CHECK(dev::captureBegin(gStream));
+            runOp(v, sbuf, rbuf, k.param);
+            DEV_CHECK(dev::captureEnd(gStream, &checkCap));
+          }
+          localBarrier("the end of the CUDA graph capture");
+          DEV_CHECK(dev::instantiate(timedCap, &timedGraph));
+          if (checkCap) DEV_CHECK(dev::instantiate(checkCap, &checkGraph));
+          localBarrier("the CUDA graph instantiation");
+          DEV_CHECK(dev::graphUpload(timedGraph, gStream));
+          if (checkGraph) DEV_CHECK(dev::graphUpload(checkGraph, gStream));
+          if (o.warmup > 0) DEV_CHECK(dev::graphLaunch(timedGraph, gStream));  // untimed
+          DEV_CHECK(dev::streamSync(gStream));
         }
         barrier();
         double seconds = 0;
+        double ops = static_cast<double>(o.iters) * o.aggIters;
         rusage ru0{}, ru1{};
         getrusage(RUSAGE_SELF, &ru0);
-        if (o.blocking == 1 || o.blocking == 3) {
+        if (o.device) {
+          // Between two events on the rank's stream: -n iterations of eager calls, or -G launches
+          // of the captured iterations; -z 1/3: each one timed alone, then a barrier (not timed).
+          const bool graph = timedGraph != nullptr;
+          const int reps = graph ? o.graphLaunches : o.iters;
+          if (graph) ops *= o.graphLaunches;
+          dev::Event start = nullptr, stop = nullptr;
+          DEV_CHECK(dev::eventCreate(&start));
+          DEV_CHECK(dev::eventCreate(&stop));
+          auto one = [&] {
+            if (graph) {
+              DEV_CHECK(dev::graphLaunch(timedGraph, gStream));
+            } else {
+              runIteration(o, v, sbuf, rbuf, k.param);
+            }
+          };
+          const bool each = o.blocking == 1 || o.blocking == 3;
+          for (int r = 0; r < (each ? reps : 1); ++r) {
+            DEV_CHECK(dev::eventRecord(start, gStream));
+            for (int it = 0; it < (each ? 1 : reps); ++it) one();
+            DEV_CHECK(dev::eventRecord(stop, gStream));
+            float ms = 0;
+            DEV_CHECK(dev::elapsedMs(start, stop, &ms));
+            seconds += static_cast<double>(ms) * 1e-3;
+            if (each) barrier();
+          }
+          DEV_CHECK(dev::eventDestroy(start));
+          DEV_CHECK(dev::eventDestroy(stop));
+        } else if (o.blocking == 1 || o.blocking == 3) {
           for (int it = 0; it < o.iters; ++it) {
             const auto t0 = Clock::now();
             runIteration(o, v, sbuf, rbuf, k.param);
@@ -749,7 +1006,6 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
           seconds = std::chrono::duration<double>(Clock::now() - t0).count();
         }
         getrusage(RUSAGE_SELF, &ru1);
-        const double ops = static_cast<double>(o.iters) * o.aggIters;
         double perOp = ops > 0 ? seconds / ops : 0.0;
         double faults = ops > 0 ? static_cast<double>((ru1.ru_minflt - ru0.ru_minflt) + (ru1.ru_majflt - ru0.ru_majflt)) / ops : 0.0;
         WB_CHECK(weftAllReduce(&faults, &faults, 1, weftFloat64, weftMax, gComm, nullptr));
@@ -767,25 +1023,37 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
 
         // Check: fresh inputs each time; the output starts as the complement of the expected
         // result (where it is not also the input), so an untouched element can never pass.
+        // With -G the checked call is a graph replay.
         uint64_t wrong = 0;
         for (int c = 0; c < o.check; ++c) {
           if (!inPlace) {
-            std::memcpy(buf.send, buf.pristine, sendBytes);
-            fillComplement(buf.recv, buf.expected, recvBytes);
+            mem.put(buf.send, buf.pristine, sendBytes);
+            mem.putComplement(buf.recv, buf.expected, recvBytes);
           } else if (coll == Coll::AllGather) {
-            fillComplement(buf.recv, buf.expected, recvBytes);
-            std::memcpy(sbuf, buf.pristine, sendBytes);
+            mem.putComplement(buf.recv, buf.expected, recvBytes);
+            mem.put(sbuf, buf.pristine, sendBytes);
           } else if (coll == Coll::Broadcast && rank != v.root) {
-            fillComplement(buf.recv, buf.expected, recvBytes);  // its input is never read
+            mem.putComplement(buf.recv, buf.expected, recvBytes);  // its input is never read
           } else {
-            std::memcpy(sbuf, buf.pristine, sendBytes);
+            mem.put(sbuf, buf.pristine, sendBytes);
           }
-          runOp(v, sbuf, rbuf, k.param);
-          if (outputChecked) wrong += countMismatches(rbuf, buf.expected, k.recv, es);
-          if (!inPlace) wrong += countMismatches(buf.send, buf.pristine, k.send, es);  // input kept
+          if (checkGraph) {
+            DEV_CHECK(dev::graphLaunch(checkGraph, gStream));
+          } else {
+            runOp(v, sbuf, rbuf, k.param);
+          }
+          if (outputChecked) wrong += countMismatches(mem.get(rbuf, recvBytes), buf.expected, k.recv, es);
+          if (!inPlace) wrong += countMismatches(mem.get(buf.send, sendBytes), buf.pristine, k.send, es);  // input kept
         }
+        if (o.device) DEV_CHECK(dev::streamSync(gStream));  // -c 0: the last calls done too
         if (o.check) {
           WB_CHECK(weftAllReduce(&wrong, &wrong, 1, weftUint64, weftSum, gComm, nullptr));
+        }
+        if (timedGraph) {
+          quiesce("the CUDA graph destruction");
+          DEV_CHECK(dev::graphDestroy(timedGraph));
+          DEV_CHECK(dev::graphDestroy(checkGraph));
+          localBarrier("the end of the CUDA graph destruction");
         }
         cell.wrong = wrong;
         totalWrong += wrong;
@@ -793,7 +1061,7 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
         ++bwCells;
       }
       // The out-of-place send buffer must hold the inputs for the next size's timing.
-      std::memcpy(buf.send, buf.pristine, sendBytes);
+      mem.put(buf.send, buf.pristine, sendBytes);
       if (print) {
         std::string mpiFaults = "-";
         std::printf("%12zu  %12zu  %8s  %6s  %6d", bytes, k.param, t.name, v.opName, v.root);
@@ -843,10 +1111,21 @@ int runWorker(const Options& o, const weftUniqueId* id, int rank, int nranks,
     std::fflush(stdout);
   }
 
+  // --device: every thread rank of the process done with its kernels before any destroys (the
+  // library frees its staging) or frees its buffers: cudaFree may wait for the whole device.
+  if (o.device) quiesce("the end of the run");
   WB_CHECK(weftCommDestroy(gComm));
   gComm = nullptr;
-  std::free(buf.send);
-  std::free(buf.recv);
+  if (o.device) {
+    DEV_CHECK(dev::release(buf.send));
+    DEV_CHECK(dev::release(buf.recv));
+    DEV_CHECK(dev::streamDestroy(gStream));
+    gStream = nullptr;
+    std::free(mem.host);
+  } else {
+    std::free(buf.send);
+    std::free(buf.recv);
+  }
   std::free(buf.pristine);
   std::free(buf.expected);
   return totalWrong ? kExitWrong : 0;
@@ -1053,9 +1332,55 @@ int runCompareHelper(const Options& o, std::string* timesPath) {
 
 int launchRanks(const Options& o, int argc, char** argv, const std::string& mpiTimes);
 
+// --device with spawned ranks: ask CUDA for a device in a forked child first, so that a machine
+// without a GPU or driver gets one message (not one per rank) and exit status 3. The launcher
+// itself never initialises CUDA (its ranks are forked from it). 0, or the status to exit with.
+int probeDevice() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    int count = 0;
+    const std::string why = dev::deviceCount(&count);
+    if (!why.empty()) {
+      std::fprintf(stderr, "weft-bench: --device: no usable CUDA device: %s\n", why.c_str());
+      std::fflush(stderr);
+      _exit(kExitNoDevice);
+    }
+    _exit(0);
+  }
+  if (pid < 0) {
+    std::fprintf(stderr, "weft-bench: --device: fork failed: %s\n", std::strerror(errno));
+    return kExitError;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int st = 0;
+  for (;;) {
+    const pid_t p = waitpid(pid, &st, WNOHANG);
+    if (p == pid) break;
+    if (p < 0 && errno != EINTR) {
+      std::fprintf(stderr, "weft-bench: --device: waiting for the CUDA probe: %s\n", std::strerror(errno));
+      return kExitError;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      std::fprintf(stderr, "weft-bench: --device: cudaGetDeviceCount did not return within 60 s\n");
+      return kExitError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == kExitNoDevice)) return WEXITSTATUS(st);
+  std::fprintf(stderr, "weft-bench: --device: the CUDA probe process %s\n", describeStatus(st).c_str());
+  return kExitError;
+}
+
 int launch(const Options& o, int argc, char** argv) {
   if (o.coll->rooted && !o.rootAll && o.root >= o.ranks) {
     usageError("-r/--root " + std::to_string(o.root) + " is not a rank (--ranks " + std::to_string(o.ranks) + ")");
+  }
+  if (o.device) {
+    if (const int rc = probeDevice()) return rc;
   }
   std::string mpiTimes = "-";
   if (!o.compare.empty()) {
@@ -1283,6 +1608,8 @@ int main(int argc, char** argv) {
     const Options o = parseOptions(argc - 3, argv + 3);
     if (o.nthreads == 1) return runWorker(o, &id, rank, nranks, mpiTimes);
     // -t T: this process's T ranks as threads; the worst exit code.
+    LocalBarrier local(o.nthreads);
+    gLocal = &local;
     std::vector<int> rcs(static_cast<size_t>(o.nthreads), 0);
     std::vector<std::thread> threads;
     for (int t = 0; t < o.nthreads; ++t)

@@ -2,7 +2,10 @@
 # device-check.sh: the GPU proof of device buffers, in one run of a few minutes.
 #   On a GPU machine: prints the machine (nvidia-smi, driver and CUDA versions, ldd of every binary,
 #   MPS, which it starts), then runs the bundle's device tests (ranks as threads and as processes)
-#   and the benchmark (weft-device-bench, ranks as threads and as processes, eager and in graphs).
+#   and the benchmarks: weft-device-bench (the floor: an empty graph-launched kernel; a D2D copy vs
+#   weft's reduction kernel at 256 MiB) and weft-bench all_reduce --device, bf16 sum from 16 KiB to
+#   256 MiB (x4: 16K 64K 256K 1M 4M 16M 64M 256M), 2 ranks sharing the GPU as threads (-t 2) and
+#   as processes (MPS), eager and captured in CUDA graphs (-G), every result checked (-c 1).
 #   Without a GPU (CI, developer machines): builds the bundle (a dry run) and prints a SKIP line.
 # The bundle is build-device/bundle (cmake --build build --target device-bundle, or this script);
 # carry it to the GPU machine. WEFT_BUNDLE_DIR overrides its place; DEVICE_CHECK_NO_BUILD=1 skips
@@ -13,7 +16,7 @@ bundle=${WEFT_BUNDLE_DIR:-$root/build-device/bundle}
 
 build_bundle() {
   cmake -S "$root" -B "$root/build-device" -DCMAKE_BUILD_TYPE=Release -DWEFT_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DWEFT_BUNDLE=ON -DWEFT_BUILD_EXAMPLES=OFF >/dev/null &&
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DWEFT_BUNDLE=ON -DWEFT_BUILD_EXAMPLES=OFF -DWEFT_BUILD_BENCH=ON >/dev/null &&
     cmake --build "$root/build-device" --target weft-device-bundle-files -j"${JOBS:-2}"
 }
 
@@ -84,8 +87,16 @@ run "$bundle/bin/weft-device-coll-test" procs 2
 run env WEFT_CUDA_TWOSHOT_BYTES=1 WEFT_CUDA_STAGE_BYTES=65536 "$bundle/bin/weft-device-coll-test" threads 3 coll graph
 # A process rank killed while a kernel waits on it: the kernel ends at its deadline.
 run "$bundle/bin/weft-device-coll-test" procs 2 kill
-# Floor, copy vs reduction, all-reduce eager and captured: 2 ranks as threads, then as processes.
-run "$bundle/bin/weft-device-bench" -t 2
-run "$bundle/bin/weft-device-bench" -p 2
+# The floor (empty graph-launched kernel) and the D2D copy vs our reduction kernel at 256 MiB.
+run "$bundle/bin/weft-device-bench"
+# The all-reduce: bf16 sum 16 KiB .. 256 MiB, 2 ranks sharing the GPU, results checked:
+# as threads of one process (-t 2), then as 2 processes (CUDA IPC; MPS started above: without it
+# the library refuses and weft-bench prints why), eager (events around 100 calls) and captured
+# (-G 10: the 100 calls of a row in one graph per rank, launched 10 times).
+wb=("$bundle/bin/weft-bench" all_reduce --device -d bfloat16 -o sum -b 16K -e 256M -f 4 -n 100 -w 5 -c 1 -T 200)
+run "${wb[@]}" --ranks 2 -t 2
+run "${wb[@]}" --ranks 2 -t 2 -G 10
+run "${wb[@]}" --ranks 2
+run "${wb[@]}" --ranks 2 -G 10
 echo "== device-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status
