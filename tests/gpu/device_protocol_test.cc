@@ -800,8 +800,10 @@ TEST(DeviceP2p, InPlaceExchangeWithOnePeer) {
     for (size_t i = 0; i < B; ++i) ASSERT_EQ(static_cast<unsigned char>(buf[r][i]), msgByte(1 - r, r, 0, i)) << r << " " << i;
 }
 
-// Plays one launch of one rank alone (its peers never arrive, or only as the test arranges).
-uint32_t playP2p(World& w, int rank, const std::vector<P2pCall>& cs, int maxBlocks = 2) {
+// Plays one launch of one rank alone (its peers never arrive, or only as the test arranges). One
+// block per peer by default: with more, the first block to give up raises the abort word and the
+// others report "aborted", in whatever order they get there.
+uint32_t playP2p(World& w, int rank, const std::vector<P2pCall>& cs, int maxBlocks = 1) {
   P2pDesc d;
   int nb = 0;
   Status st = planP2p(rank, w.n, maxBlocks, w.p2pBytes, cs, &d, &nb);
@@ -888,6 +890,103 @@ TEST(DeviceP2p, CountMismatchIsDetectedNotSilentlyDesynchronised) {
   // The sender's next send to rank 1 then ends on rank 1's abort word, not at its deadline.
   std::vector<char> big(1000, 1);
   EXPECT_EQ(playP2p(w, 0, {{false, big.data(), big.size(), 1, nullptr}}), kWaitPeerAborted);
+}
+
+TEST(DeviceP2p, InterleavedWithCollectives) {
+  // Collective calls and point-to-point launches of one communicator alternate (they share the
+  // blocks-done counter control[1] and nothing else): an all-reduce, a ring group, an all-gather,
+  // an all-to-all, an all-reduce again, each checked, and the round counter and pair sequences
+  // agree at the end.
+  const int n = 3, maxBlocks = 4;
+  World w(n, 256, 20'000'000'000ull, 128);
+  const size_t cnt = 100;  // uint64 elements: 800 bytes, several rounds of both stagings
+  std::vector<std::vector<uint64_t>> in(n), ar1(n), ag(n), ar2(n);
+  std::vector<std::vector<char>> ringOut(n), ringIn(n), a2aS(n), a2aR(n);
+  const size_t rb = 700, ab = 333;
+  for (int r = 0; r < n; ++r) {
+    for (size_t i = 0; i < cnt; ++i) in[r].push_back(static_cast<uint64_t>(r + 1) * 1000003u + i);
+    ar1[r].assign(cnt, 0);
+    ar2[r].assign(cnt, 0);
+    ag[r].assign(cnt * n, 0);
+    ringOut[r].resize(rb);
+    ringIn[r].assign(rb, 0);
+    for (size_t i = 0; i < rb; ++i) ringOut[r][i] = static_cast<char>(msgByte(r, (r + 1) % n, 0, i));
+    a2aS[r].resize(ab * n);
+    a2aR[r].assign(ab * n, 0);
+    for (int p = 0; p < n; ++p)
+      for (size_t i = 0; i < ab; ++i) a2aS[r][static_cast<size_t>(p) * ab + i] = static_cast<char>(msgByte(r, p, 7, i));
+  }
+  std::vector<std::unique_ptr<gpu::ThreadBarrier>> kernelEnd;
+  for (int r = 0; r < n; ++r) kernelEnd.push_back(std::make_unique<gpu::ThreadBarrier>(maxBlocks));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r)
+    for (int b = 0; b < maxBlocks; ++b)
+      ts.emplace_back([&, r, b] {
+        std::mt19937 rng(static_cast<unsigned>(r * 31 + b));
+        const DevComm& c = w.comms[static_cast<size_t>(r)];
+        auto coll = [&](CollKind k, const std::vector<uint64_t>& send, std::vector<uint64_t>& recv, int grid) {
+          CallDesc d;
+          d.kind = k;
+          d.bytes = cnt * 8;
+          d.send = reinterpret_cast<const char*>(send.data());
+          d.recv = reinterpret_cast<char*>(recv.data());
+          if (b < grid) {
+            HostExec<uint64_t> x;
+            x.block = b;
+            x.grid = grid;
+            x.g = static_cast<uint64_t>(b);
+            x.stride = static_cast<uint64_t>(grid);
+            x.rng = &rng;
+            if (runCall(c, d, x) != kWaitReady) failures++;
+          }
+          kernelEnd[static_cast<size_t>(r)]->arrive_and_wait();
+        };
+        auto p2p = [&](const std::vector<P2pCall>& cs) {
+          P2pDesc d;
+          int grid = 0;
+          if (!planP2p(r, n, maxBlocks, w.p2pBytes, cs, &d, &grid).isOk()) failures++;
+          if (b < grid) {
+            HostExec<uint64_t> x;
+            x.block = b;
+            x.grid = grid;
+            x.own(b, grid);
+            x.rng = &rng;
+            if (runP2p(c, d, x) != kWaitReady) failures++;
+          }
+          kernelEnd[static_cast<size_t>(r)]->arrive_and_wait();
+        };
+        coll(kCollAllReduceOneShot, in[static_cast<size_t>(r)], ar1[static_cast<size_t>(r)], 3);
+        p2p({{false, ringOut[static_cast<size_t>(r)].data(), rb, (r + 1) % n, nullptr},
+             {true, ringIn[static_cast<size_t>(r)].data(), rb, (r + n - 1) % n, nullptr}});
+        coll(kCollAllGather, in[static_cast<size_t>(r)], ag[static_cast<size_t>(r)], 1);
+        std::vector<P2pCall> a2a;
+        appendAllToAll(r, n, a2aS[static_cast<size_t>(r)].data(), a2aR[static_cast<size_t>(r)].data(), ab, nullptr, &a2a);
+        p2p(a2a);
+        coll(kCollAllReduceTwoShot, in[static_cast<size_t>(r)], ar2[static_cast<size_t>(r)], 2);
+      });
+  for (auto& t : ts) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  for (int r = 0; r < n; ++r) {
+    for (size_t i = 0; i < cnt; ++i) {
+      uint64_t sum = 0;
+      for (int p = 0; p < n; ++p) sum += in[p][i];
+      ASSERT_EQ(ar1[r][i], sum) << r << " " << i;
+      ASSERT_EQ(ar2[r][i], sum) << r << " " << i;
+      for (int p = 0; p < n; ++p) ASSERT_EQ(ag[r][static_cast<size_t>(p) * cnt + i], in[p][i]);
+    }
+    const int prev = (r + n - 1) % n;
+    for (size_t i = 0; i < rb; ++i) ASSERT_EQ(static_cast<unsigned char>(ringIn[r][i]), msgByte(prev, r, 0, i)) << r << " " << i;
+    for (int p = 0; p < n; ++p)
+      for (size_t i = 0; i < ab; ++i)
+        ASSERT_EQ(static_cast<unsigned char>(a2aR[r][static_cast<size_t>(p) * ab + i]), msgByte(p, r, 7, i)) << r << " " << p << " " << i;
+    // 800 bytes in 256-byte rounds: 4 rounds per collective (all-gather too), 3 collectives.
+    EXPECT_EQ(w.comms[static_cast<size_t>(r)].control[0], 12u) << r;
+    EXPECT_EQ(w.comms[static_cast<size_t>(r)].control[1], 0u) << r;  // every launch's last block reset it
+    // Ring: 700 bytes = 6 rounds of 128 to the next rank; all-to-all: 333 bytes = 3 rounds per pair.
+    EXPECT_EQ(*sendSeq(w.comms[static_cast<size_t>(r)], (r + 1) % n), 6u + 3u);
+    EXPECT_EQ(*recvSeq(w.comms[static_cast<size_t>(r)], prev), 6u + 3u);
+  }
 }
 
 TEST(DeviceP2p, PlannerRefusals) {
