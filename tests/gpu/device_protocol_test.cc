@@ -321,7 +321,7 @@ TEST(DeviceProtocol, Geometry) {
   d.kind = kCollReduceScatter;  // 3 pieces of 80 bytes (granules) per round
   EXPECT_EQ(chunkBytes(c, d), 80u);
   EXPECT_EQ(roundsOf(c, d), 4u);
-  char buf[1];
+  char buf[512];  // two halves of 256
   c.stage[1] = buf;
   EXPECT_EQ(stageSlot(c, 1, 4), buf);
   EXPECT_EQ(stageSlot(c, 1, 5), buf + 256);
