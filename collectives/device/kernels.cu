@@ -61,7 +61,48 @@ template <class Tr, class Op>
 struct DevExec {
   using S = typename Tr::S;
   int block;
+  int grid;
   uint64_t g, stride;
+
+  // Point-to-point (protocol.h runP2p): ownership by block idx of count, and the block-wide steps.
+  __device__ __forceinline__ void own(int idx, int count) {
+    g = static_cast<uint64_t>(idx) * kBlockThreads + threadIdx.x;
+    stride = static_cast<uint64_t>(count) * kBlockThreads;
+  }
+
+  __device__ __forceinline__ bool begin(const DevComm& c, int peer, uint64_t* sbase, uint64_t* rbase) {
+    __shared__ uint64_t sSeq[2];
+    __shared__ int sOk;
+    if (threadIdx.x == 0) sOk = p2pBegin(c, peer, &sSeq[0], &sSeq[1]) ? 1 : 0;
+    __syncthreads();
+    *sbase = sSeq[0];
+    *rbase = sSeq[1];
+    const bool ok = sOk != 0;
+    __syncthreads();  // sSeq/sOk are not rewritten before every thread read them (one launch reads once)
+    return ok;
+  }
+
+  __device__ __forceinline__ uint32_t await(const DevComm& c, const uint64_t* flag, uint64_t value, int peer, int pb,
+                                            uint64_t seq, uint32_t what, const uint64_t* hdr, uint64_t want) {
+    __shared__ uint32_t sWait;
+    if (threadIdx.x == 0) sWait = p2pLeaderWait(c, flag, value, peer, pb, seq, what, hdr, want, GlobalTimer{});
+    __syncthreads();
+    const uint32_t w = sWait;
+    __syncthreads();  // sWait is rewritten by the next await
+    return w;
+  }
+
+  __device__ __forceinline__ void post(const DevComm& c, uint64_t* flag, uint64_t value, uint64_t* hdr, uint64_t hdrValue) {
+    if (c.sysScope) __threadfence_system();
+    else __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) p2pLeaderPost(c, flag, value, hdr, hdrValue);
+  }
+
+  __device__ __forceinline__ void end(const DevComm& c, const P2pDesc& d) {
+    __syncthreads();
+    if (threadIdx.x == 0) finishP2p(c, d, gridDim.x);
+  }
 
   __device__ __forceinline__ uint64_t base(const DevComm& c) {
     __shared__ uint64_t sBase;
@@ -77,6 +118,15 @@ struct DevExec {
       const uint64_t nb = minU(kGranule, hi - G * kGranule);
       if (vec && nb == kGranule) {
         *reinterpret_cast<uint4*>(dst + x) = ldcg(src + x);
+      } else if (sizeof(S) == 1) {
+        // Bytes (point-to-point copies any type): the widest access the pointers allow.
+        const uintptr_t a = reinterpret_cast<uintptr_t>(dst + x) | reinterpret_cast<uintptr_t>(src + x);
+        uint64_t e = 0;
+        if ((a & 7u) == 0)
+          for (; e + 8 <= nb; e += 8) stS<uint64_t>(dst + x + e, ldS<uint64_t>(src + x + e));
+        if ((a & 3u) == 0)
+          for (; e + 4 <= nb; e += 4) stS<uint32_t>(dst + x + e, ldS<uint32_t>(src + x + e));
+        for (; e < nb; ++e) stS<uint8_t>(dst + x + e, ldS<uint8_t>(src + x + e));
       } else {
         for (uint64_t e = 0; e < nb; e += sizeof(S)) stS<S>(dst + x + e, ldS<S>(src + x + e));
       }
@@ -136,9 +186,20 @@ template <class Tr, class Op>
 __global__ void __launch_bounds__(kBlockThreads, 1) collKernel(DevComm c, CallDesc d) {
   DevExec<Tr, Op> x;
   x.block = static_cast<int>(blockIdx.x);
+  x.grid = static_cast<int>(gridDim.x);
   x.g = static_cast<uint64_t>(blockIdx.x) * kBlockThreads + threadIdx.x;
   x.stride = static_cast<uint64_t>(gridDim.x) * kBlockThreads;
   runCall(c, d, x);
+}
+
+// Point-to-point (protocol.h runP2p): one launch per group of sends and receives. Copies only,
+// whatever the types: bytes, moved 16 at a time where aligned.
+__global__ void __launch_bounds__(kBlockThreads, 1) p2pKernel(DevComm c, P2pDesc d) {
+  DevExec<ops::Native<uint8_t>, ops::Sum> x;
+  x.block = static_cast<int>(blockIdx.x);
+  x.grid = static_cast<int>(gridDim.x);
+  x.own(x.block, x.grid);
+  runP2p(c, d, x);
 }
 
 template <class Tr, class Op>
@@ -218,6 +279,14 @@ int launchColl(const DevComm& c, const CallDesc& d, int nblocks, DataType type, 
   void* args[] = {&cc, &dd};
   return static_cast<int>(cudaLaunchKernel(fn, dim3(static_cast<unsigned>(nblocks)), dim3(kBlockThreads), args, 0,
                                            static_cast<cudaStream_t>(stream)));
+}
+
+int launchP2p(const DevComm& c, const P2pDesc& d, int nblocks, void* stream) {
+  DevComm cc = c;
+  P2pDesc dd = d;
+  void* args[] = {&cc, &dd};
+  return static_cast<int>(cudaLaunchKernel(reinterpret_cast<void*>(p2pKernel), dim3(static_cast<unsigned>(nblocks)),
+                                           dim3(kBlockThreads), args, 0, static_cast<cudaStream_t>(stream)));
 }
 
 int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count, void* stream) {

@@ -15,6 +15,9 @@ namespace weft::device {
 // the same). Copy collectives pass op kSum (the type only sets the element size of misaligned moves).
 int launchColl(const DevComm& c, const CallDesc& d, int nblocks, DataType type, RedOp op, void* stream);
 
+// One point-to-point launch (protocol.h runP2p; p2p_plan.h planP2p gives d and nblocks).
+int launchP2p(const DevComm& c, const P2pDesc& d, int nblocks, void* stream);
+
 // dst = a OP b elementwise (kAvg: the sum, as the host's reduce()).
 int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count, void* stream);
 

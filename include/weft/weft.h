@@ -9,7 +9,9 @@
  *
  * Memory kinds: the kind of memory is found from the buffer pointers, not from the stream. Pageable
  * host buffers run synchronously on the calling thread whatever the stream: the call returns when the
- * result is in recvbuff. (Device buffers, stream-ordered, come with the CUDA support.)
+ * result is in recvbuff. Device (CUDA) buffers, in a build with CUDA, are stream-ordered: the call
+ * returns once the work is queued on `stream`, and may be captured into a CUDA graph. One call's
+ * buffers must be of one kind.
  */
 #ifndef WEFT_WEFT_H_
 #define WEFT_WEFT_H_
@@ -255,7 +257,11 @@ WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream);
 
 /* Point to point: a send matches the peer's receive in posting order; count and type must agree.
  * Outside a group each call completes before it returns; inside a group (weftGroupStart/End) sends
- * and receives may be posted in any order on each rank and still complete. */
+ * and receives may be posted in any order on each rank and still complete.
+ * Device buffers: stream-ordered; the device sends and receives (and all-to-alls) of one
+ * communicator in a group run as one kernel at weftGroupEnd and must use one stream; a group may not
+ * mix them with host-buffer operations of that communicator (weftInvalidUsage). A send to itself
+ * needs its receive in the same group. A count mismatch is reported by weftCommGetAsyncError. */
 WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_t datatype, int peer,
                                weftComm_t comm, weftStream_t stream);
 WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t datatype, int peer, weftComm_t comm,

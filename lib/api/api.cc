@@ -244,6 +244,13 @@ struct PendingOp {
 };
 thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingOp> tlsGroupOps;
+// Device sends and receives posted inside a group: one kernel per communicator at the outermost
+// weftGroupEnd (lib/device/p2p_plan.h).
+struct PendingP2p {
+  weftComm_t comm;
+  weft::device::P2pCall call;
+};
+thread_local std::vector<PendingP2p> tlsGroupP2p;
 // Window registrations posted inside a group: exchanged at the outermost weftGroupEnd (one thread
 // may drive several ranks; see there).
 struct PendingWindow {
@@ -259,7 +266,9 @@ thread_local std::vector<PendingWindow> tlsGroupWindows;
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
 // Both buffers must be of one kind. Device collectives are stream-ordered; inside
 // weftGroupStart/End they are launched when posted, in posting order (each on its stream), which
-// is what the group would do with them; device sends and receives are not supported yet.
+// is what the group would do with them. Device sends, receives and all-to-all are one kernel per
+// call, or, inside a group, one kernel per communicator for all of them at the outermost
+// weftGroupEnd (so that sends and receives of the group never wait on each other's launches).
 weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine::OpDesc& d, bool* handled) {
   using weft::device::MemKind;
   *handled = false;
@@ -271,12 +280,29 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
     return argError(call, std::string("sendbuff is ") + (ks == MemKind::kDevice ? "device" : "host") +
                               " memory and recvbuff " + (kr == MemKind::kDevice ? "device" : "host") +
                               " memory: both buffers of a call must be of one kind");
-  if (d.coll == weft::CollType::kSend || d.coll == weft::CollType::kRecv || d.coll == weft::CollType::kAlltoAll)
-    return report(weft::invalidUsage(std::string(weft::collName(d.coll)) +
-                                     " does not take device buffers yet (all-reduce, all-gather, reduce-scatter, "
-                                     "broadcast and reduce do)"),
-                  call);
   if (!comm->device) return report(weft::invalidUsage("device buffers: " + comm->deviceWhyNot), call);
+  if (d.coll == weft::CollType::kSend || d.coll == weft::CollType::kRecv || d.coll == weft::CollType::kAlltoAll) {
+    const size_t bytes = d.count * weft::typeSize(d.dtype);
+    std::vector<weft::device::P2pCall> calls;
+    if (d.coll == weft::CollType::kAlltoAll)
+      weft::device::appendAllToAll(comm->impl->rank(), comm->impl->nranks(), d.sendbuff, d.recvbuff, bytes, d.stream, &calls);
+    else if (d.coll == weft::CollType::kSend)
+      calls.push_back({false, const_cast<void*>(d.sendbuff), bytes, d.root, d.stream});
+    else
+      calls.push_back({true, d.recvbuff, bytes, d.root, d.stream});
+    if (tlsGroupDepth > 0) {
+      for (auto& x : calls) tlsGroupP2p.push_back({comm, x});
+      return weftSuccess;
+    }
+    CallGuard guard(comm);
+    if (guard.busy())
+      return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
+                                       "may use a communicator"),
+                    call);
+    weft::Status s = comm->impl->asyncError();
+    if (s) s = comm->device->runP2p(calls);
+    return report(s, call);
+  }
   CallGuard guard(comm);
   if (guard.busy())
     return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
@@ -648,7 +674,6 @@ WEFT_API weftResult_t weftReduceScatter(const void* sendbuff, void* recvbuff, si
 
 WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t count, weftDataType_t datatype,
                                    weftComm_t comm, weftStream_t stream) {
-  (void)stream;
   return guarded("weftAlltoAll", [&] {
     const char* call = "weftAlltoAll";
     size_t es;
@@ -661,7 +686,9 @@ WEFT_API weftResult_t weftAlltoAll(const void* sendbuff, void* recvbuff, size_t 
     if (count == 0) return weftSuccess;
     if (sendbuff != recvbuff && overlaps(sendbuff, count * es * n, recvbuff, count * es * n))
       return argError(call, "sendbuff and recvbuff overlap without being equal");
-    return submit(call, comm, makeOp(weft::CollType::kAlltoAll, sendbuff, recvbuff, count, raw(datatype), 0, -1));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kAlltoAll, sendbuff, recvbuff, count, raw(datatype), 0, -1);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
@@ -680,7 +707,6 @@ WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream) {
 
 WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_t datatype, int peer,
                                weftComm_t comm, weftStream_t stream) {
-  (void)stream;
   return guarded("weftSend", [&] {
     const char* call = "weftSend";
     size_t es;
@@ -688,13 +714,14 @@ WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_
     if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
     if ((r = checkBuffer(call, "sendbuff", sendbuff, es, count)) != weftSuccess) return r;
     if (count == 0) return weftSuccess;
-    return submit(call, comm, makeOp(weft::CollType::kSend, sendbuff, nullptr, count, raw(datatype), 0, peer));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kSend, sendbuff, nullptr, count, raw(datatype), 0, peer);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
 WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t datatype, int peer, weftComm_t comm,
                                weftStream_t stream) {
-  (void)stream;
   return guarded("weftRecv", [&] {
     const char* call = "weftRecv";
     size_t es;
@@ -702,7 +729,9 @@ WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t data
     if (r != weftSuccess || (r = checkRoot(call, comm, peer, "peer")) != weftSuccess) return r;
     if ((r = checkBuffer(call, "recvbuff", recvbuff, es, count)) != weftSuccess) return r;
     if (count == 0) return weftSuccess;
-    return submit(call, comm, makeOp(weft::CollType::kRecv, nullptr, recvbuff, count, raw(datatype), 0, peer));
+    weft::engine::OpDesc d = makeOp(weft::CollType::kRecv, nullptr, recvbuff, count, raw(datatype), 0, peer);
+    d.stream = stream;
+    return submit(call, comm, d);
   });
 }
 
@@ -772,12 +801,43 @@ WEFT_API weftResult_t weftGroupEnd(void) {
     ops.swap(tlsGroupOps);
     std::vector<PendingWindow> wins;
     wins.swap(tlsGroupWindows);
+    std::vector<PendingP2p> p2p;
+    p2p.swap(tlsGroupP2p);
     weftResult_t winResult = openPendingWindows(wins);
-    // Per communicator, in posting order.
+    weftResult_t result = weftSuccess;
+    // Device sends and receives: one kernel per communicator (launched, not waited for). A
+    // communicator whose group also has host-buffer operations runs neither: a host operation's
+    // peer may have posted its side on device buffers (or the reverse), which no kernel and no host
+    // channel could match.
+    std::vector<weftComm_t> refused;
+    {
+      std::vector<weftComm_t> p2pComms;
+      for (auto& p : p2p)
+        if (std::find(p2pComms.begin(), p2pComms.end(), p.comm) == p2pComms.end()) p2pComms.push_back(p.comm);
+      for (weftComm_t c : p2pComms) {
+        const bool mixed = std::any_of(ops.begin(), ops.end(), [&](const PendingOp& o) { return o.comm == c; });
+        weft::Status s;
+        if (mixed) {
+          refused.push_back(c);
+          s = weft::invalidUsage("a group mixes device-buffer sends/receives (or all-to-all) with host-buffer operations on "
+                                 "one communicator: put them in separate groups (none of them was run)");
+        } else {
+          std::vector<weft::device::P2pCall> mine;
+          for (auto& p : p2p)
+            if (p.comm == c) mine.push_back(p.call);
+          CallGuard guard(c);
+          s = guard.busy() ? weft::invalidUsage("another thread is in a call on this communicator") : c->impl->asyncError();
+          if (s) s = c->device->runP2p(mine);
+        }
+        if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
+      }
+    }
+    // Host operations per communicator, in posting order.
     std::vector<weftComm_t> comms;
     for (auto& p : ops)
-      if (std::find(comms.begin(), comms.end(), p.comm) == comms.end()) comms.push_back(p.comm);
-    weftResult_t result = weftSuccess;
+      if (std::find(comms.begin(), comms.end(), p.comm) == comms.end() &&
+          std::find(refused.begin(), refused.end(), p.comm) == refused.end())
+        comms.push_back(p.comm);
     for (weftComm_t c : comms) {
       std::vector<weft::engine::OpDesc> mine;
       for (auto& p : ops)

@@ -34,6 +34,7 @@ namespace {
 
 constexpr uint64_t kNsPerMs = 1000000;
 constexpr size_t kDefaultStageBytes = 8u << 20;
+constexpr size_t kDefaultP2pBytes = 512u << 10;
 
 // libcuda in the process means the application uses CUDA; without it no pointer can be a device
 // pointer, and nothing here initialises CUDA. The loaded objects are listed (dl_iterate_phdr), not
@@ -372,6 +373,8 @@ struct RankInfo {
   uint64_t stage;  // device address of its staging (2 halves), in its own process
   uint64_t flags;  // device address of its flags (the allocation's base), in its own process
   uint64_t stageBytes;
+  uint64_t p2p;        // device address of its point-to-point region, in its own process
+  uint64_t p2pBytes;
   uint64_t abortWord;  // device address of its host-mapped abort word (same process only)
   uint64_t abortHost;  // host address of the same word (same process only)
   uint64_t nonce;      // rank 0: names the shared abort-word segment
@@ -388,6 +391,7 @@ struct Verdict {
 
 constexpr size_t kSegmentBytes = 4096;  // kMaxRanks slots of kSlotBytes
 static_assert(kMaxRanks * kSlotBytes <= kSegmentBytes, "segment slots");
+static_assert(sizeof(ErrorRecord) <= kSlotBytes - 64, "the error record sits at 64 in a slot");
 
 std::string segmentName(const RankInfo& r0) {
   char b[64];
@@ -410,6 +414,7 @@ class CudaComm final : public DeviceComm {
     me.pid = static_cast<int32_t>(getpid());
     me.procId = processId();
     me.twoShotBytes = opts.twoShotBytes;
+    nranks_ = n;
     std::string local = n > kMaxRanks ? "more than " + std::to_string(kMaxRanks) + " ranks" : setupLocal(opts, &me);
     if (local.empty() && rank == 0 && n > 1) {
       // The shared abort words, in case some rank is another process (unlinked below either way).
@@ -433,6 +438,7 @@ class CudaComm final : public DeviceComm {
       if (!r.ok) why = "rank " + std::to_string(p) + " has no device path (" + r.whyNot + ")";
       else if (r.hostId != me.hostId) why = "rank " + std::to_string(p) + " is on another host: device buffers work inside a node only";
       else if (r.stageBytes != me.stageBytes) why = "ranks disagree on WEFT_CUDA_STAGE_BYTES";
+      else if (r.p2pBytes != me.p2pBytes) why = "ranks disagree on WEFT_CUDA_P2P_BYTES";
     }
     if (!why.empty()) {
       // Every rank saw the same infos, so every rank stops here alike (host-only programs: one
@@ -474,9 +480,11 @@ class CudaComm final : public DeviceComm {
       maxBlocks_ = std::min(maxBlocks_, all[static_cast<size_t>(p)].sms / std::max(1, onGpu));
     }
     maxBlocks_ = std::max(1, maxBlocks_);
-    WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d (%s), %s, %d blocks max, %zu staging bytes x2, two-shot from %zu bytes",
+    WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d (%s), %s, %d blocks max, %zu staging bytes x2, two-shot from %zu bytes, "
+              "point-to-point %zu bytes x2 per peer, %d blocks per peer",
               rank, n, me.device, me.busId, multiProcess_ ? "ranks in several processes (CUDA IPC)" : "ranks are threads of one process",
-              maxBlocks_, static_cast<size_t>(dc_.stageBytes), twoShotBytes_);
+              maxBlocks_, static_cast<size_t>(dc_.stageBytes), twoShotBytes_, static_cast<size_t>(dc_.p2pBytes),
+              p2pBlocksPerPeer(maxBlocks_, n));
     ready_ = true;
     // A peer found dead (or a failure reported) ends the kernels waiting on it at once, not at the
     // deadline: the hook sets that peer's abort word (or, for a reported failure, this rank's).
@@ -494,13 +502,7 @@ class CudaComm final : public DeviceComm {
   }
 
   Status run(const DeviceCall& call) override {
-    if (!ready_) return invalidUsage("device buffers are not usable on this communicator");
-    WEFT_TRY(asyncError());
-    // A peer that was aborted or destroyed has set its abort word (its memory may be gone): never
-    // launch a kernel that would read it.
-    for (int p = 0; p < dc_.nranks; ++p)
-      if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
-        return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
+    WEFT_TRY(usable());
     if (call.count == 0) return Status::ok();
     DeviceScope onDevice(dev_);  // the communicator's GPU, whatever the calling thread's is
     const int n = dc_.nranks;
@@ -538,47 +540,20 @@ class CudaComm final : public DeviceComm {
                                   : std::min<uint64_t>(bytes, dc_.stageBytes);
     const uint64_t perBlock = static_cast<uint64_t>(kBlockThreads) * 16 * 4;
     const int nblocks = static_cast<int>(std::clamp<uint64_t>((perRound + perBlock - 1) / perBlock, 1, maxBlocks_));
-    // Calls of one communicator share its staging, flags and round counter: they must run one after
-    // the other. Stream order gives that on one stream; a call on another stream first waits for
-    // the previous call (an event recorded after each launch). Inside a stream capture the event
-    // is one recorded in the same capture (legal there: a join of two captured streams), so
-    // parallel branches of one captured graph are ordered too; an eager event is never waited on
-    // inside a capture (not allowed in global mode): a graph is ordered with eager calls by the
-    // stream it is launched on, the application's.
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    unsigned long long captureId = 0;
-    int e = cudaStreamGetCaptureInfo(stream, &cs, &captureId);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return cudaFail("cudaStreamGetCaptureInfo", e);
-    }
-    if (cs == cudaStreamCaptureStatusInvalidated)
-      return invalidUsage("the stream's capture has been invalidated (an earlier error during the capture)");
-    const bool capturing = cs == cudaStreamCaptureStatusActive;
-    if (!capturing && launched_ && stream != lastStream_) e = cudaStreamWaitEvent(stream, done_, 0);
-    else if (capturing && capLaunched_ && captureId == capId_ && stream != capStream_) e = cudaStreamWaitEvent(stream, capDone_, 0);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return cudaFail("cudaStreamWaitEvent (ordering after this communicator's previous call)", e);
-    }
-    e = launchColl(dc_, d, nblocks, call.type, op, stream);
-    if (e != cudaSuccess) return cudaFail("the collective kernel launch", e);
-    e = cudaEventRecord(capturing ? capDone_ : done_, stream);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return cudaFail("cudaEventRecord (after the collective kernel)", e);
-    }
-    if (capturing) {
-      capLaunched_ = true;
-      capId_ = captureId;
-      capStream_ = stream;
-    } else {
-      launched_ = true;
-      lastStream_ = stream;
-    }
-    return Status::ok();
+    return launchOrdered(stream, "the collective kernel", [&] { return launchColl(dc_, d, nblocks, call.type, op, stream); });
   }
 
+  Status runP2p(const std::vector<P2pCall>& calls) override {
+    WEFT_TRY(usable());
+    P2pDesc d;
+    int nblocks = 0;
+    WEFT_TRY(planP2p(dc_.rank, dc_.nranks, maxBlocks_, dc_.p2pBytes, calls, &d, &nblocks));
+    if (d.nops == 0) return Status::ok();
+    DeviceScope onDevice(dev_);
+    cudaStream_t stream = static_cast<cudaStream_t>(calls[0].stream);
+    if (sharesGpuInProcess_) WEFT_TRY(checkStream(stream));
+    return launchOrdered(stream, "the point-to-point kernel", [&] { return launchP2p(dc_, d, nblocks, stream); });
+  }
   void abort() override {
     aborted_.store(true);
     if (abortHost_ != nullptr) __atomic_store_n(abortHost_, 1u, __ATOMIC_RELEASE);
@@ -588,12 +563,27 @@ class CudaComm final : public DeviceComm {
     if (errorHost_ == nullptr) return Status::ok();
     const uint32_t code = __atomic_load_n(&errorHost_->code, __ATOMIC_ACQUIRE);
     if (code == 0) return Status::ok();
-    const std::string where = "rank " + std::to_string(dc_.rank) + "'s GPU kernel waited on rank " +
-                              std::to_string(errorHost_->peer) + " (block " + std::to_string(errorHost_->block) +
-                              ", round " + std::to_string(errorHost_->seq) + ")";
+    const std::string me = "rank " + std::to_string(dc_.rank);
+    const std::string peer = "rank " + std::to_string(errorHost_->peer);
+    const std::string round = ", round " + std::to_string(errorHost_->seq) + ")";
+    if (code == kWaitMismatch)
+      return invalidUsage(me + "'s receive from " + peer + " expects " + std::to_string(errorHost_->mine) + " bytes, but " +
+                          peer + "'s matching send (the same position in posting order between the two) has " +
+                          std::to_string(errorHost_->theirs) + " bytes (pair round " + std::to_string(errorHost_->seq) +
+                          "): counts and types of a send and its receive must agree");
+    std::string where;
+    if (errorHost_->what == kWhatSend)
+      where = me + "'s GPU kernel, sending to " + peer + ", waited for it to free staging (pair block " +
+              std::to_string(errorHost_->block) + round;
+    else if (errorHost_->what == kWhatRecv)
+      where = me + "'s GPU kernel, receiving from " + peer + ", waited for its send (pair block " +
+              std::to_string(errorHost_->block) + round;
+    else
+      where = me + "'s GPU kernel waited on " + peer + " (block " + std::to_string(errorHost_->block) + round;
     if (code == kWaitTimedOut)
       return Status(Code::kTimeout, where + " for longer than " + std::to_string(dc_.timeoutNs / kNsPerMs) +
-                                        " ms (WEFT_TIMEOUT_MS); is that rank alive and calling the same collective?");
+                                        " ms (WEFT_TIMEOUT_MS); is that rank alive and calling the same " +
+                                        (errorHost_->what == kWhatColl ? "collective?" : "sends and receives?"));
     if (code == kWaitPeerAborted)
       return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile");
     return Status(Code::kRemote, where + " and was aborted (weftCommAbort)");
@@ -627,9 +617,16 @@ class CudaComm final : public DeviceComm {
     size_t stage = opts.stageBytes ? opts.stageBytes : kDefaultStageBytes;
     stage = std::max<size_t>(4096, (stage + 15) & ~static_cast<size_t>(15));  // >= kMaxRanks granules
     me->stageBytes = stage;
+    size_t p2p = opts.p2pBytes ? opts.p2pBytes : kDefaultP2pBytes;
+    p2p = std::max<size_t>(4096, (p2p + 15) & ~static_cast<size_t>(15));
+    me->p2pBytes = p2p;
     const size_t flagBytes = sizeof(uint64_t) * (kMaxBlocks + 16);  // flags, control[kControlWords], 16-byte aligned end
+    // Layout: flags and control, collective staging (2 halves), the point-to-point region (flags,
+    // sequences, staging per destination: protocol.h), each part 256-byte aligned.
+    const size_t p2pOff = (flagBytes + 2 * stage + 255) / 256 * 256;
+    const size_t total = p2pOff + p2pRegionBytes(nranks_, p2p);
     void* mem = nullptr;
-    int e = cudaMalloc(&mem, flagBytes + 2 * stage);
+    int e = cudaMalloc(&mem, total);
     if (e != cudaSuccess) {
       cudaGetLastError();
       return std::string("cudaMalloc: ") + cudaName(e);
@@ -641,7 +638,9 @@ class CudaComm final : public DeviceComm {
       return std::string("cudaEventCreate: ") + cudaName(e);
     }
     // Zero the flags before any peer can see them (the all-gather comes after).
-    if ((e = cudaMemset(mem, 0, flagBytes)) != cudaSuccess || (e = cudaDeviceSynchronize()) != cudaSuccess) {
+    if ((e = cudaMemset(mem, 0, flagBytes)) != cudaSuccess ||
+        (e = cudaMemset(static_cast<char*>(mem) + p2pOff, 0, kP2pStageOff)) != cudaSuccess ||
+        (e = cudaDeviceSynchronize()) != cudaSuccess) {
       cudaGetLastError();
       return std::string("cudaMemset: ") + cudaName(e);
     }
@@ -650,6 +649,7 @@ class CudaComm final : public DeviceComm {
     if (!ipcWhy.empty()) std::memset(&me->ipc, 0, sizeof me->ipc);
     me->flags = reinterpret_cast<uint64_t>(mem);
     me->stage = reinterpret_cast<uint64_t>(static_cast<char*>(mem) + flagBytes);
+    me->p2p = reinterpret_cast<uint64_t>(static_cast<char*>(mem) + p2pOff);
     void* host = nullptr;
     void* hostDev = nullptr;
     std::string slotWhy = hostSlot(&host, &hostDev);
@@ -657,6 +657,65 @@ class CudaComm final : public DeviceComm {
     me->abortWord = reinterpret_cast<uint64_t>(hostDev);
     me->abortHost = reinterpret_cast<uint64_t>(host);
     return "";
+  }
+
+  // The device path can take a call now: ready, no error recorded, no peer gone.
+  Status usable() {
+    if (!ready_) return invalidUsage("device buffers are not usable on this communicator");
+    WEFT_TRY(asyncError());
+    // A peer that was aborted or destroyed has set its abort word (its memory may be gone): never
+    // launch a kernel that would read it.
+    for (int p = 0; p < dc_.nranks; ++p)
+      if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
+        return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
+    return Status::ok();
+  }
+
+  // Launches (launch() returns a cudaError_t) after this communicator's previous call.
+  // Calls of one communicator share its staging, flags and counters: they must run one after the
+  // other. Stream order gives that on one stream; a call on another stream first waits for the
+  // previous call (an event recorded after each launch). Inside a stream capture the event is one
+  // recorded in the same capture (legal there: a join of two captured streams), so parallel
+  // branches of one captured graph are ordered too; an eager event is never waited on inside a
+  // capture (not allowed in global mode): a graph is ordered with eager calls by the stream it is
+  // launched on, the application's.
+  template <class Launch>
+  Status launchOrdered(cudaStream_t stream, const char* what, Launch launch) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    unsigned long long captureId = 0;
+    int e = cudaStreamGetCaptureInfo(stream, &cs, &captureId);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamGetCaptureInfo", e);
+    }
+    if (cs == cudaStreamCaptureStatusInvalidated)
+      return invalidUsage("the stream's capture has been invalidated (an earlier error during the capture)");
+    const bool capturing = cs == cudaStreamCaptureStatusActive;
+    if (!capturing && launched_ && stream != lastStream_) e = cudaStreamWaitEvent(stream, done_, 0);
+    else if (capturing && capLaunched_ && captureId == capId_ && stream != capStream_) e = cudaStreamWaitEvent(stream, capDone_, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail("cudaStreamWaitEvent (ordering after this communicator's previous call)", e);
+    }
+    e = launch();
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail((std::string(what) + " launch").c_str(), e);
+    }
+    e = cudaEventRecord(capturing ? capDone_ : done_, stream);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return cudaFail((std::string("cudaEventRecord (after ") + what + ")").c_str(), e);
+    }
+    if (capturing) {
+      capLaunched_ = true;
+      capId_ = captureId;
+      capStream_ = stream;
+    } else {
+      launched_ = true;
+      lastStream_ = stream;
+    }
+    return Status::ok();
   }
 
   // Fills dc_ from every rank's info; "" or why not.
@@ -667,6 +726,7 @@ class CudaComm final : public DeviceComm {
     dc_.rank = rank;
     dc_.nranks = n;
     dc_.stageBytes = me.stageBytes;
+    dc_.p2pBytes = me.p2pBytes;
     for (int p = 0; p < n; ++p) multiProcess_ |= all[static_cast<size_t>(p)].procId != me.procId;
     // Abort words and error records: this process's pinned slots when every rank is a thread of it;
     // else slots of the shared segment (rank p at p * kSlotBytes), which every process maps.
@@ -731,6 +791,7 @@ class CudaComm final : public DeviceComm {
       }
       dc_.flags[p] = reinterpret_cast<uint64_t*>(base);
       dc_.stage[p] = base + (r.stage - r.flags);
+      dc_.p2p[p] = base + (r.p2p - r.flags);
       if (multiProcess_) {
         if (p != rank) {
           dc_.peerAbort[p] = reinterpret_cast<volatile uint32_t*>(segDev + static_cast<size_t>(p) * kSlotBytes);
@@ -841,6 +902,7 @@ class CudaComm final : public DeviceComm {
   bootstrap::Bootstrap* bs_ = nullptr;
   DevComm dc_;
   int maxBlocks_ = 1;
+  int nranks_ = 0;
   int dev_ = -1;  // this rank's CUDA device
   size_t twoShotBytes_ = 0;
   bool ready_ = false;
@@ -872,6 +934,7 @@ Status DeviceComm::create(bootstrap::Bootstrap& bs, const DeviceCommOptions& opt
   DeviceCommOptions o = opts;
   if (o.stageBytes == 0) o.stageBytes = static_cast<size_t>(config::getInt("WEFT_CUDA_STAGE_BYTES"));
   if (o.twoShotBytes == 0) o.twoShotBytes = static_cast<size_t>(config::getInt("WEFT_CUDA_TWOSHOT_BYTES"));
+  if (o.p2pBytes == 0) o.p2pBytes = static_cast<size_t>(config::getInt("WEFT_CUDA_P2P_BYTES"));
   WEFT_TRY(c->init(bs, o, whyNot));
   if (whyNot->empty()) *out = std::move(c);
   return Status::ok();

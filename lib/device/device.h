@@ -13,8 +13,11 @@
 #include <memory>
 #include <string>
 
+#include <vector>
+
 #include "lib/core/status.h"
 #include "lib/core/types.h"
+#include "lib/device/p2p_plan.h"
 
 namespace weft::bootstrap {
 class Bootstrap;
@@ -44,6 +47,7 @@ struct DeviceCommOptions {
   uint64_t initTimeoutMs = 0;  // bounds the bootstrap exchange
   size_t stageBytes = 0;       // staging bytes per half (0 = default)
   size_t twoShotBytes = 0;     // all-reduces of at least this many bytes use the two-shot (0 = never)
+  size_t p2pBytes = 0;         // point-to-point staging bytes per half per destination (0 = default)
   int device = -1;             // the CUDA device of the thread that created the communicator (-1: the
                                // calling thread's current one); init may run on another thread
 };
@@ -80,6 +84,10 @@ class DeviceComm {
   // A stream-ordered collective on device buffers (all-reduce, all-gather, reduce-scatter, broadcast,
   // reduce; in place as the API defines it). Returns once launched.
   virtual Status run(const DeviceCall& call) = 0;
+  // Stream-ordered sends and receives on device buffers: one kernel for all of them (one ungrouped
+  // call, or every device send/receive of this communicator in one group), on their stream
+  // (planP2p's rules: one stream, sends to itself matched, in-place forms). Returns once launched.
+  virtual Status runP2p(const std::vector<P2pCall>& calls) = 0;
   // Any thread: make every GPU wait of this communicator give up.
   virtual void abort() = 0;
   // The error a kernel recorded (success when none).

@@ -69,7 +69,9 @@ inline constexpr int kControlWords = 3;  // control[]: round counter, blocks don
 
 // What a wait gives back.
 // kWaitPeerAborted: the awaited peer's own abort word is set (it was aborted or destroyed).
-enum WaitStatus : uint32_t { kWaitReady = 0, kWaitAborted = 1, kWaitTimedOut = 2, kWaitPeerAborted = 3 };
+// kWaitMismatch: a receive found its matching send (same pair, same position in posting order) of
+// another byte count.
+enum WaitStatus : uint32_t { kWaitReady = 0, kWaitAborted = 1, kWaitTimedOut = 2, kWaitPeerAborted = 3, kWaitMismatch = 4 };
 
 // The collectives the kernel runs (CallDesc::kind).
 enum CollKind : uint32_t {
@@ -82,13 +84,17 @@ enum CollKind : uint32_t {
 };
 
 // Host-mapped; written by the first block that gives up (code = WaitStatus), read by the host.
+// 40 bytes: it lives in a 64-byte part of a host slot (cuda_device.cc).
 struct ErrorRecord {
   uint32_t code;   // 0 = none
-  int32_t peer;    // the peer whose flag was missing
-  int32_t block;
-  int32_t pad;
-  uint64_t seq;    // the round (sequence number) it waited for
+  int32_t peer;    // the peer whose flag was missing (kWaitMismatch: whose send disagreed)
+  int32_t block;   // the block (point-to-point: the pair block)
+  uint32_t what;   // ErrorWhat: a collective's round, a send or a receive
+  uint64_t seq;    // the round (sequence number) it waited for (point-to-point: of that direction)
+  uint64_t theirs; // kWaitMismatch: the bytes of the peer's send
+  uint64_t mine;   // kWaitMismatch: the bytes of this rank's receive
 };
+enum ErrorWhat : uint32_t { kWhatColl = 0, kWhatSend = 1, kWhatRecv = 2 };
 
 // The kernel's view of the communicator: constant after init, passed by value to every launch.
 struct DevComm {
@@ -103,6 +109,8 @@ struct DevComm {
   volatile uint32_t* peerAbort[kMaxRanks] = {};  // each peer's abort word (device addresses)
   ErrorRecord* error = nullptr;        // host-mapped (device address)
   uint64_t timeoutNs = 0;              // per wait; 0 = only the abort words end a wait
+  uint64_t p2pBytes = 0;               // point-to-point staging bytes per half per destination; a multiple of 16
+  char* p2p[kMaxRanks] = {};           // each rank's point-to-point region (p2pRegionBytes), as mapped
 };
 
 // One call: what every rank passes alike (kind, root, bytes) and its own buffers.
@@ -223,7 +231,8 @@ WEFT_HD void publish(const DevComm& c, int block, uint64_t value) {
 // (the host reads code first); then every giving-up block sets this rank's own abort word, so that
 // its queued calls (or graph replays) and its peers, which wait on this rank's flags, stop at once
 // instead of each waiting the full deadline.
-WEFT_HD void giveUp(const DevComm& c, uint32_t why, int peer, int block, uint64_t value) {
+WEFT_HD void giveUp(const DevComm& c, uint32_t why, int peer, int block, uint64_t seq, uint32_t what = kWhatColl,
+                    uint64_t theirs = 0, uint64_t mine = 0) {
 #if defined(__CUDA_ARCH__)
   const bool first = atomicCAS(reinterpret_cast<unsigned long long*>(&c.control[2]), 0ull, 1ull) == 0ull;
 #else
@@ -233,7 +242,10 @@ WEFT_HD void giveUp(const DevComm& c, uint32_t why, int peer, int block, uint64_
   if (first && c.error != nullptr) {
     c.error->peer = peer;
     c.error->block = block;
-    c.error->seq = (value + 1) / 2;  // the round
+    c.error->seq = seq;
+    c.error->what = what;
+    c.error->theirs = theirs;
+    c.error->mine = mine;
 #if defined(__CUDA_ARCH__)
     __threadfence_system();
     *reinterpret_cast<volatile uint32_t*>(&c.error->code) = why;
@@ -251,41 +263,51 @@ WEFT_HD void giveUp(const DevComm& c, uint32_t why, int peer, int block, uint64_
   }
 }
 
-// Step 3: waits until every peer's flags[block] >= value. `now` returns nanoseconds. The abort word,
-// the awaited peer's abort word (set when that rank is aborted or destroyed: a kernel never waits on
-// a rank that is gone) and the deadline are checked every 64 polls (the abort word is in host memory:
-// cheap, not free). A peer's abort word seen set, the peer's flag is read once more: a peer that
-// published and then was destroyed is no failure. On failure giveUp() and returns the status.
+// Waits until *flag >= value, `peer` being the rank that publishes it. `now` returns nanoseconds.
+// The abort word, the peer's abort word (set when that rank is aborted or destroyed: a kernel never
+// waits on a rank that is gone) and the deadline (*deadline: 0 = not started; shared by the waits of
+// one step) are checked every 64 polls (the abort word is in host memory: cheap, not free). A peer's
+// abort word seen set, the flag is read once more: a peer that published and then was destroyed is
+// no failure. On failure giveUp(..., seq, what) and returns the status.
+template <class Clock>
+WEFT_HD uint32_t waitFlag(const DevComm& c, const uint64_t* flag, uint64_t value, int peer, int block, uint64_t seq,
+                          uint32_t what, Clock now, uint64_t* deadline) {
+  uint32_t spins = 0;
+  while (loadAcquire(flag, c.sysScope) < value) {
+    if ((++spins & 63u) != 0) continue;
+#if !defined(__CUDA_ARCH__)
+    sched_yield();  // host threads playing blocks (tests) may outnumber the cores
+#endif
+    uint32_t why = kWaitReady;
+    if (loadAbort(c.abortWord) != 0) {
+      why = kWaitAborted;
+    } else if (c.peerAbort[peer] != nullptr && loadAbort(c.peerAbort[peer]) != 0) {
+      why = kWaitPeerAborted;
+    } else if (c.timeoutNs != 0) {
+      const uint64_t t = now();
+      if (*deadline == 0) *deadline = t + c.timeoutNs;
+      else if (t > *deadline) why = kWaitTimedOut;
+    }
+    if (why == kWaitPeerAborted && loadAcquire(flag, c.sysScope) >= value) {
+      // The peer published and then ended (destroyed after its last call): not a failure.
+      break;
+    }
+    if (why != kWaitReady) {
+      giveUp(c, why, peer, block, seq, what);
+      return why;
+    }
+  }
+  return kWaitReady;
+}
+
+// Step 3: waits until every peer's flags[block] >= value (waitFlag, one deadline for the step).
 template <class Clock>
 WEFT_HD uint32_t waitPeers(const DevComm& c, int block, uint64_t value, Clock now) {
   uint64_t deadline = 0;
   for (int p = 0; p < c.nranks; ++p) {
     if (p == c.rank) continue;
-    uint32_t spins = 0;
-    while (loadAcquire(&c.flags[p][block], c.sysScope) < value) {
-      if ((++spins & 63u) != 0) continue;
-#if !defined(__CUDA_ARCH__)
-      sched_yield();  // host threads playing blocks (tests) may outnumber the cores
-#endif
-      uint32_t why = kWaitReady;
-      if (loadAbort(c.abortWord) != 0) {
-        why = kWaitAborted;
-      } else if (c.peerAbort[p] != nullptr && loadAbort(c.peerAbort[p]) != 0) {
-        why = kWaitPeerAborted;
-      } else if (c.timeoutNs != 0) {
-        const uint64_t t = now();
-        if (deadline == 0) deadline = t + c.timeoutNs;
-        else if (t > deadline) why = kWaitTimedOut;
-      }
-      if (why == kWaitPeerAborted && loadAcquire(&c.flags[p][block], c.sysScope) >= value) {
-        // The peer published and then ended (destroyed after its last call): not a failure.
-        break;
-      }
-      if (why != kWaitReady) {
-        giveUp(c, why, p, block, value);
-        return why;
-      }
-    }
+    const uint32_t why = waitFlag(c, &c.flags[p][block], value, p, block, (value + 1) / 2, kWhatColl, now, &deadline);
+    if (why != kWaitReady) return why;
   }
   return kWaitReady;
 }
@@ -383,6 +405,256 @@ WEFT_HD uint32_t runCall(const DevComm& c, const CallDesc& d, X& x) {
     }
   }
   x.finish(c, rounds);
+  return kWaitReady;
+}
+
+// ---- Point-to-point: weftSend / weftRecv / weftAllToAll on device buffers.
+//
+// Memory, per rank r, the point-to-point region (allocated at init with the rest, so it is already
+// mapped by every peer; offsets below, all 16-byte aligned):
+//   sent[d][b]      uint64, written by r as SENDER to d: the last pair sequence whose data pair
+//                   block b of r put into its staging for d (monotonic)
+//   ack[s][b]       uint64, written by r as RECEIVER from s: the last pair sequence of s -> r whose
+//                   staging pair block b of r has finished reading (monotonic)
+//   seq[d]          r's send sequence to d (the last round r sent to d, over all calls);
+//   seq[kMaxRanks + s]  r's receive sequence from s. Both are read by every block at a launch's
+//                   start and advanced by the launch's last block (finishP2p; control[1] counts the
+//                   blocks, as finishCall), so graph replays keep counting.
+//   hdr[d][2]       uint64, by r as sender to d: the byte count of the send whose round uses half h
+//   stage[slot(r, d)][2][p2pBytes]  r's staging for destination d (slot: d, minus one above r)
+//
+// Direction s -> d, round with pair sequence q (q = 1, 2, ... over all sends s -> d ever), pair
+// block b (every direction of the pair uses the same P = p2pBlocksPerPeer blocks):
+//   sender s:   wait ack_d[s][b] >= q - 2 (d has finished reading half q & 1 of round q - 2);
+//               copy the round's bytes, b's granules, into stage_s[d][q & 1]; block 0 writes
+//               hdr_s[d][q & 1] = the send's byte count; release-publish sent_s[d][b] = q.
+//   receiver d: wait sent_s[d][b] >= q; block 0 compares hdr_s[d][q & 1] with its receive's byte
+//               count (a mismatch gives up with kWaitMismatch: the pair's counters would otherwise
+//               silently desynchronise); copy b's granules of stage_s[d][q & 1] into the user's
+//               buffer; release-publish ack_d[s][b] = q.
+// Ownership: pair block b (of P), thread t owns staging granule G when G mod (P * threads) is
+// b * threads + t, for every round of every call: P is fixed per communicator (a function of the
+// comm-agreed grid bound and nranks), so the flags of pair block b cover exactly the granules pair
+// block b touches, on both ranks and across calls (the collectives' grid may change per call, the
+// pair's never does).
+// Why two halves suffice. The sender writes half h = q & 1 in round q only after ack[b] >= q - 2,
+// i.e. after the receiver's pair block b finished reading half h in round q - 2 (the last round
+// that used it, rounds being in order per block); the receiver reads half h of round q only after
+// sent[b] >= q, and the sender does not write half h again before ack[b] >= q, which the receiver
+// publishes after reading. The hdr word of half h follows the same argument (block 0 writes it
+// before sent[0] = q and reads it after sent[0] >= q, before ack[0] = q). Sequences are per pair and
+// direction and persist in device memory, so the argument holds across calls and launches.
+// Deadlock freedom. One launch carries every send and receive a rank posted in a group (an
+// ungrouped weftSend/weftRecv is a launch of its own); each peer gets its own P blocks, all resident
+// together (grid <= the grid bound, as the collectives'), so no peer's progress waits for another
+// peer's. With one peer, a block runs send round k then receive round k, for k = 0, 1, ...: send
+// round k of s waits only for d's receive round k - 2, which needs d's send round k - 2 (waiting on
+// s's receive round k - 4) and s's send round k - 2: by induction every wait is on a strictly
+// earlier round, so the pair progresses. (Separate kernels for a send and a receive would deadlock:
+// a send kernel waiting for an ack queued on the peer behind the peer's own send kernel.)
+// Several sends to one peer run in posting order, matched in order with the peer's receives.
+// In place (all-to-all with sendbuff == recvbuff, or a send and a receive of one buffer with one
+// peer, same position in posting order and the same rounds before it): round k's receive writes
+// exactly the bytes round k's send already copied into staging, each granule by the thread that
+// copied it. Sends to itself are copies (every block, after its peer's rounds).
+
+inline constexpr int kMaxP2pOps = 64;  // operations per launch (the kernel argument stays < 4 KiB)
+enum P2pDir : int32_t { kP2pSend = 0, kP2pRecv = 1, kP2pSelf = 2 };
+
+struct P2pOp {
+  const char* src = nullptr;  // send, self
+  char* dst = nullptr;        // recv, self
+  uint64_t bytes = 0;
+  int32_t peer = 0;
+  int32_t dir = kP2pSend;
+};
+
+// One launch: the operations in posting order (self sends paired with self receives into kP2pSelf),
+// and the peers that get blocks: entry i (peer peers[i]) runs on blocks [i * P, (i + 1) * P).
+struct P2pDesc {
+  int32_t nops = 0;
+  int32_t npeers = 0;
+  int32_t blocksPerPeer = 1;  // P
+  int32_t pad = 0;
+  int32_t peers[kMaxRanks] = {};
+  P2pOp ops[kMaxP2pOps] = {};
+};
+
+inline constexpr uint64_t kP2pSentOff = 0;
+inline constexpr uint64_t kP2pAckOff = kP2pSentOff + 8ull * kMaxRanks * kMaxBlocks;
+inline constexpr uint64_t kP2pSeqOff = kP2pAckOff + 8ull * kMaxRanks * kMaxBlocks;
+inline constexpr uint64_t kP2pHdrOff = kP2pSeqOff + 8ull * 2 * kMaxRanks;
+inline constexpr uint64_t kP2pStageOff = (kP2pHdrOff + 8ull * 2 * kMaxRanks + 255) / 256 * 256;
+
+// Bytes of a rank's point-to-point region (zero the first kP2pStageOff at init).
+WEFT_HD uint64_t p2pRegionBytes(int nranks, uint64_t p2pBytes) {
+  return kP2pStageOff + static_cast<uint64_t>(nranks > 1 ? nranks - 1 : 0) * 2 * p2pBytes;
+}
+// Blocks per peer: the grid bound shared by the peers of an all-to-all. Every rank computes it
+// from the same (comm-agreed) values.
+WEFT_HD int p2pBlocksPerPeer(int maxBlocks, int nranks) {
+  int p = nranks > 1 ? maxBlocks / (nranks - 1) : maxBlocks;
+  if (p > kMaxBlocks) p = kMaxBlocks;
+  return p < 1 ? 1 : p;
+}
+WEFT_HD uint64_t* p2pWord(const DevComm& c, int owner, uint64_t off) {
+  return reinterpret_cast<uint64_t*>(c.p2p[owner] + off);
+}
+WEFT_HD uint64_t* sentFlag(const DevComm& c, int owner, int to, int b) {
+  return p2pWord(c, owner, kP2pSentOff) + static_cast<uint64_t>(to) * kMaxBlocks + static_cast<uint64_t>(b);
+}
+WEFT_HD uint64_t* ackFlag(const DevComm& c, int owner, int from, int b) {
+  return p2pWord(c, owner, kP2pAckOff) + static_cast<uint64_t>(from) * kMaxBlocks + static_cast<uint64_t>(b);
+}
+WEFT_HD uint64_t* sendSeq(const DevComm& c, int to) { return p2pWord(c, c.rank, kP2pSeqOff) + to; }
+WEFT_HD uint64_t* recvSeq(const DevComm& c, int from) { return p2pWord(c, c.rank, kP2pSeqOff) + kMaxRanks + from; }
+WEFT_HD uint64_t* hdrWord(const DevComm& c, int owner, int to, uint64_t seq) {
+  return p2pWord(c, owner, kP2pHdrOff) + 2 * static_cast<uint64_t>(to) + (seq & 1u);
+}
+WEFT_HD char* p2pStage(const DevComm& c, int owner, int to, uint64_t seq) {
+  const uint64_t slot = static_cast<uint64_t>(to < owner ? to : to - 1);
+  return c.p2p[owner] + kP2pStageOff + (slot * 2 + (seq & 1u)) * c.p2pBytes;
+}
+WEFT_HD uint64_t p2pRounds(const DevComm& c, uint64_t bytes) { return (bytes + c.p2pBytes - 1) / c.p2pBytes; }
+
+// One thread per block, at a launch's start: false when this rank's abort word is set (nothing is
+// done); else the pair's send and receive sequences (peer < 0: none).
+WEFT_HD bool p2pBegin(const DevComm& c, int peer, uint64_t* sbase, uint64_t* rbase) {
+  if (loadAbort(c.abortWord) != 0) return false;
+  *sbase = *rbase = 0;
+  if (peer >= 0) {
+    *sbase = loadAcquire(sendSeq(c, peer));
+    *rbase = loadAcquire(recvSeq(c, peer));
+  }
+  return true;
+}
+
+// One thread per block: waits for *flag >= value; then, when hdr is given (the receiver's block 0),
+// checks the sender's byte count.
+template <class Clock>
+WEFT_HD uint32_t p2pLeaderWait(const DevComm& c, const uint64_t* flag, uint64_t value, int peer, int block, uint64_t seq,
+                               uint32_t what, const uint64_t* hdr, uint64_t want, Clock now) {
+  uint64_t deadline = 0;
+  const uint32_t w = waitFlag(c, flag, value, peer, block, seq, what, now, &deadline);
+  if (w != kWaitReady || hdr == nullptr) return w;
+#if defined(__CUDA_ARCH__)
+  const uint64_t theirs = *reinterpret_cast<const volatile uint64_t*>(hdr);
+#else
+  const uint64_t theirs = __atomic_load_n(hdr, __ATOMIC_RELAXED);
+#endif
+  if (theirs != want) {
+    giveUp(c, kWaitMismatch, peer, block, seq, what, theirs, want);
+    return kWaitMismatch;
+  }
+  return kWaitReady;
+}
+
+// One thread per block, after the block's data is fenced: the header word (block 0 of a sender),
+// then the flag.
+WEFT_HD void p2pLeaderPost(const DevComm& c, uint64_t* flag, uint64_t value, uint64_t* hdr, uint64_t hdrValue) {
+  if (hdr != nullptr) {
+#if defined(__CUDA_ARCH__)
+    *reinterpret_cast<volatile uint64_t*>(hdr) = hdrValue;
+#else
+    __atomic_store_n(hdr, hdrValue, __ATOMIC_RELAXED);
+#endif
+  }
+  storeRelease(flag, value, c.sysScope);
+}
+
+// One thread per block, after the block's work: the last block of the launch advances the pair
+// sequences by the rounds of every send and receive.
+WEFT_HD void finishP2p(const DevComm& c, const P2pDesc& d, unsigned nblocks) {
+#if defined(__CUDA_ARCH__)
+  __threadfence();
+  const unsigned long long prev = atomicAdd(reinterpret_cast<unsigned long long*>(&c.control[1]), 1ull);
+  if (prev != nblocks - 1) return;
+  c.control[1] = 0;
+#else
+  const uint64_t prev = __atomic_fetch_add(&c.control[1], 1, __ATOMIC_ACQ_REL);
+  if (prev != nblocks - 1) return;
+  __atomic_store_n(&c.control[1], 0, __ATOMIC_RELAXED);
+#endif
+  for (int i = 0; i < d.nops; ++i) {
+    const P2pOp& o = d.ops[i];
+    if (o.dir == kP2pSend) storeRelease(sendSeq(c, o.peer), *sendSeq(c, o.peer) + p2pRounds(c, o.bytes));
+    else if (o.dir == kP2pRecv) storeRelease(recvSeq(c, o.peer), *recvSeq(c, o.peer) + p2pRounds(c, o.bytes));
+  }
+}
+
+// The next operation at or after i with this peer and direction (d.nops: none).
+WEFT_HD int nextP2p(const P2pDesc& d, int i, int peer, int32_t dir) {
+  while (i < d.nops && (d.ops[i].peer != peer || d.ops[i].dir != dir)) ++i;
+  return i;
+}
+
+// A whole launch, played by one thread of one block (every thread of every block runs it alike).
+// Besides runCall's copy, the executor X provides
+//   int block, grid                         this block, the launch's blocks
+//   void own(idx, count)                    granule ownership: block idx of count (its threads)
+//   bool begin(c, peer, &sbase, &rbase)     p2pBegin by one thread, shared with the block
+//   uint32_t await(c, flag, value, peer, block, seq, what, hdr, want)  p2pLeaderWait by one thread
+//                                           (block barrier after); the status for every thread
+//   void post(c, flag, value, hdr, hdrValue)  fence, block barrier, p2pLeaderPost by one thread
+//   void end(c, d)                          block barrier, then one thread: finishP2p
+// Returns the first failure (the block stops; the others stop at the abort word it raises).
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <class X>
+WEFT_HD uint32_t runP2p(const DevComm& c, const P2pDesc& d, X& x) {
+  const int P = d.blocksPerPeer;
+  const int entry = x.block / P;
+  const int peer = entry < d.npeers ? d.peers[entry] : -1;
+  uint64_t sbase = 0, rbase = 0;
+  if (!x.begin(c, peer, &sbase, &rbase)) return kWaitAborted;
+  if (peer >= 0) {
+    const int pb = x.block - entry * P;  // pair block
+    x.own(pb, P);
+    const uint64_t H = c.p2pBytes;
+    int si = nextP2p(d, 0, peer, kP2pSend), ri = nextP2p(d, 0, peer, kP2pRecv);
+    uint64_t soff = 0, roff = 0, q = 0;  // offsets into the current send / receive
+    uint64_t sq = sbase, rq = rbase;      // the last sequence of each direction
+    while (si < d.nops || ri < d.nops) {
+      if (si < d.nops) {
+        const P2pOp& o = d.ops[si];
+        q = ++sq;
+        const uint64_t len = minU(H, o.bytes - soff);
+        uint32_t w = x.await(c, ackFlag(c, peer, c.rank, pb), q > 2 ? q - 2 : 0, peer, pb, q, kWhatSend,
+                             static_cast<const uint64_t*>(nullptr), 0);
+        if (w != kWaitReady) return w;
+        x.copy(p2pStage(c, c.rank, peer, q), o.src + soff, 0, len);
+        x.post(c, sentFlag(c, c.rank, peer, pb), q, pb == 0 ? hdrWord(c, c.rank, peer, q) : nullptr, o.bytes);
+        soff += len;
+        if (soff >= o.bytes) {
+          soff = 0;
+          si = nextP2p(d, si + 1, peer, kP2pSend);
+        }
+      }
+      if (ri < d.nops) {
+        const P2pOp& o = d.ops[ri];
+        q = ++rq;
+        const uint64_t len = minU(H, o.bytes - roff);
+        uint32_t w = x.await(c, sentFlag(c, peer, c.rank, pb), q, peer, pb, q, kWhatRecv,
+                             pb == 0 ? static_cast<const uint64_t*>(hdrWord(c, peer, c.rank, q)) : nullptr, o.bytes);
+        if (w != kWaitReady) return w;
+        x.copy(o.dst + roff, p2pStage(c, peer, c.rank, q), 0, len);
+        x.post(c, ackFlag(c, c.rank, peer, pb), q, static_cast<uint64_t*>(nullptr), 0);
+        roff += len;
+        if (roff >= o.bytes) {
+          roff = 0;
+          ri = nextP2p(d, ri + 1, peer, kP2pRecv);
+        }
+      }
+    }
+  }
+  // Sends to itself: every block, the launch's ownership.
+  x.own(x.block, x.grid);
+  for (int i = 0; i < d.nops; ++i) {
+    const P2pOp& o = d.ops[i];
+    if (o.dir == kP2pSelf && o.src != o.dst) x.copy(o.dst, o.src, 0, o.bytes);
+  }
+  x.end(c, d);
   return kWaitReady;
 }
 

@@ -2,13 +2,15 @@
 // threads of this process (GPU 0) or as processes (fork + exec of this binary; CUDA IPC; under MPS
 // when device-check.sh started it): every collective (all-reduce one-shot and two-shot, all-gather,
 // reduce-scatter, broadcast, reduce) against tests/support's reference, odd sizes, in place, several
-// staging rounds; device collectives inside weftGroupStart/End; registration (device buffers, a
-// window, and stream-ordered-allocator memory CUDA IPC cannot export); a CUDA graph of several
-// collectives replayed 100 times; and, as processes, a kernel waiting on a rank that was killed
+// staging rounds; device collectives inside weftGroupStart/End; device send/recv (a ring in a group,
+// ungrouped, to itself) and all-to-all in and out of place, and their refusals; registration (device
+// buffers, a window, and stream-ordered-allocator memory CUDA IPC cannot export); a CUDA graph of
+// several collectives, and one of a send/recv ring and an in-place all-to-all, each replayed 100
+// times; and, as processes, a kernel waiting on a rank that was killed
 // ending at its deadline. Prints "SKIP" and exits 77 without a GPU.
 //
 // Usage: weft-device-coll-test threads|procs [nranks] [part...]; parts: coll twoshot group register
-// graph kill (kill: procs only). Internal: --child RANK NRANKS IDHEX PARTS... (a process rank).
+// graph p2p kill (kill: procs only). Internal: --child RANK NRANKS IDHEX PARTS... (a process rank).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "support/reference.h"
 #include "tests/gpu/gpu_util.h"
@@ -169,24 +172,122 @@ void testCollectives(const Ctx& c, const Dev& d, const char* tag) {
   if (c.rank == 0) std::printf("%s: %d ranks, %d collective cases checked\n", tag, c.n, cases);
 }
 
-// Device collectives posted inside a group run in posting order on their streams.
+// Device collectives posted inside a group run in posting order on their streams; the group's
+// device send and receive (a ring) run as one kernel at weftGroupEnd, after them on the stream.
 void testGroup(const Ctx& c, const Dev& d) {
   const int rank = c.rank, n = c.n;
   const size_t count = 4099;
-  Bytes in(count * 4 + 1), want(count * 4 + 1);
+  Bytes in(count * 4 + 1), want(count * 4 + 1), wantRing(count * 4 + 1);
   fillInput(weftFloat32, weftSum, rank, n, in.data(), count);
   fillExpected(weftFloat32, weftSum, n, want.data(), count);
+  fillInput(weftFloat32, weftSum, (rank + n - 1) % n, n, wantRing.data(), count);
   toDev(c, d.a, in, count * 4);
+  char* ring = d.b + 65536;
   CHECK(weftGroupStart() == weftSuccess, "group start");
   weftResult_t r1 = weftAllReduce(d.a, d.b, count, weftFloat32, weftSum, c.comm, c.s);
   weftResult_t r2 = weftBroadcast(d.b, d.b, count, weftFloat32, 0, c.comm, c.s);  // the sum, from rank 0
-  weftResult_t r3 = weftSend(d.a, 4, weftFloat32, (rank + 1) % n, c.comm, c.s);
+  weftResult_t r3 = weftSend(d.a, count, weftFloat32, (rank + 1) % n, c.comm, c.s);
+  weftResult_t r4 = weftRecv(ring, count, weftFloat32, (rank + n - 1) % n, c.comm, c.s);
   weftResult_t re = weftGroupEnd();
-  CHECK(r1 == weftSuccess && r2 == weftSuccess && re == weftSuccess, "grouped device collectives: %d %d %d: %s",
-        static_cast<int>(r1), static_cast<int>(r2), static_cast<int>(re), weftGetLastError(c.comm));
-  CHECK(r3 == weftInvalidUsage, "a device send in a group gave %d", static_cast<int>(r3));
+  CHECK(r1 == weftSuccess && r2 == weftSuccess && r3 == weftSuccess && r4 == weftSuccess && re == weftSuccess,
+        "grouped device collectives and send/recv: %d %d %d %d %d: %s", static_cast<int>(r1), static_cast<int>(r2),
+        static_cast<int>(r3), static_cast<int>(r4), static_cast<int>(re), weftGetLastError(c.comm));
   expectSame(c, "group all-reduce then broadcast", weftSuccess, fromDev(c, d.b, count * 4), want.data(), weftFloat32, count);
-  if (rank == 0) std::printf("group: all-reduce + broadcast in one group checked; device send refused\n");
+  expectSame(c, "group send/recv ring", weftSuccess, fromDev(c, ring, count * 4), wantRing.data(), weftFloat32, count);
+  if (rank == 0) std::printf("group: all-reduce + broadcast + send/recv ring in one group checked\n");
+}
+
+// Send/recv (a ring in one group, a pair exchange, self) and all-to-all in and out of place, odd
+// sizes, several staging rounds, against tests/support's inputs; the refusals (two streams in one
+// group, host and device buffers mixed in one group).
+void testP2p(const Ctx& c, const Dev& d) {
+  const int rank = c.rank, n = c.n, next = (rank + 1) % n, prev = (rank + n - 1) % n;
+  const size_t sizes[] = {1, 7, 1000, 4099, 70001, 300007};
+  const weftDataType_t types[] = {weftFloat32, weftBfloat16, weftInt8, weftUint64};
+  int cases = 0;
+  for (weftDataType_t t : types)
+    for (size_t count : sizes) {
+      const size_t es = typeBytes(t), bytes = count * es;
+      const std::string lab = std::string(typeLabel(t)) + " count " + std::to_string(count);
+      // Ring: send to next, receive from prev, one group.
+      {
+        Bytes in(bytes + 1), want(bytes + 1);
+        fillInput(t, weftSum, rank, n, in.data(), count);
+        fillInput(t, weftSum, prev, n, want.data(), count);
+        toDev(c, d.a, in, bytes);
+        CHECK(weftGroupStart() == weftSuccess, "group start");
+        weftResult_t r1 = weftSend(d.a, count, t, next, c.comm, c.s);
+        weftResult_t r2 = weftRecv(d.b, count, t, prev, c.comm, c.s);
+        weftResult_t r = weftGroupEnd();
+        CHECK(r1 == weftSuccess && r2 == weftSuccess, "ring posts %s: %s", lab.c_str(), weftGetLastError(c.comm));
+        expectSame(c, "ring " + lab, r, fromDev(c, d.b, bytes), want.data(), t, count);
+        cases++;
+      }
+      // All-to-all out of place and in place (count per peer; smaller sizes keep n * count in the buffers).
+      if (count <= 70001) {
+        const size_t total = count * static_cast<size_t>(n);
+        for (int inPlace = 0; inPlace < 2; ++inPlace) {
+          Bytes in(total * es + 1), want(total * es + 1), other(total * es + 1);
+          fillInput(t, weftSum, rank, n, in.data(), total);
+          for (int p = 0; p < n; ++p) {
+            fillInput(t, weftSum, p, n, other.data(), total);  // rank p's send buffer; block `rank` comes here
+            std::memcpy(want.data() + static_cast<size_t>(p) * bytes, other.data() + static_cast<size_t>(rank) * bytes, bytes);
+          }
+          toDev(c, d.a, in, total * es);
+          char* recv = inPlace ? d.a : d.b;
+          weftResult_t r = weftAlltoAll(d.a, recv, count, t, c.comm, c.s);
+          expectSame(c, std::string("all-to-all ") + (inPlace ? "in place " : "") + lab, r, fromDev(c, recv, total * es),
+                     want.data(), t, total);
+          cases++;
+        }
+      }
+    }
+  // Ungrouped: rank 0 sends to the last rank, which receives (two launches, matched by order);
+  // a send to itself with its receive in one group.
+  {
+    const size_t count = 123457;
+    Bytes in(count * 2 + 1), want(count * 2 + 1);
+    fillInput(weftFloat16, weftSum, 0, n, want.data(), count);
+    if (rank == 0) {
+      toDev(c, d.a, want, count * 2);
+      CHECK(weftSend(d.a, count, weftFloat16, n - 1, c.comm, c.s) == weftSuccess, "send: %s", weftGetLastError(c.comm));
+    } else if (rank == n - 1) {
+      weftResult_t r = weftRecv(d.b, count, weftFloat16, 0, c.comm, c.s);
+      expectSame(c, "ungrouped send/recv", r, fromDev(c, d.b, count * 2), want.data(), weftFloat16, count);
+    }
+    fillInput(weftFloat16, weftSum, rank, n, in.data(), count);
+    toDev(c, d.a, in, count * 2);
+    CHECK(weftGroupStart() == weftSuccess, "group start");
+    weftSend(d.a, count, weftFloat16, rank, c.comm, c.s);
+    weftRecv(d.b, count, weftFloat16, rank, c.comm, c.s);
+    weftResult_t r = weftGroupEnd();
+    expectSame(c, "send/recv to itself", r, fromDev(c, d.b, count * 2), in.data(), weftFloat16, count);
+    cases += 2;
+  }
+  // Refusals, on every rank alike (nothing is launched): two streams in one group; host and device
+  // buffers of one communicator in one group.
+  {
+    cudaStream_t s2;
+    CUDA_OK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    CHECK(weftGroupStart() == weftSuccess, "group start");
+    weftSend(d.a, 16, weftFloat32, next, c.comm, c.s);
+    weftRecv(d.b, 16, weftFloat32, prev, c.comm, s2);
+    weftResult_t r = weftGroupEnd();
+    CHECK(r == weftInvalidUsage && std::string(weftGetLastError(c.comm)).find("one stream") != std::string::npos,
+          "two streams in one group gave %d: %s", static_cast<int>(r), weftGetLastError(c.comm));
+    CUDA_OK(cudaStreamDestroy(s2));
+    std::vector<float> hs(16, 1.0f), hr(16, 0.0f);
+    CHECK(weftGroupStart() == weftSuccess, "group start");
+    weftSend(d.a, 16, weftFloat32, next, c.comm, c.s);
+    weftRecv(hr.data(), 16, weftFloat32, prev, c.comm, c.s);
+    r = weftGroupEnd();
+    CHECK(r == weftInvalidUsage && std::string(weftGetLastError(c.comm)).find("mixes") != std::string::npos,
+          "host and device buffers in one group gave %d: %s", static_cast<int>(r), weftGetLastError(c.comm));
+    weftResult_t async = weftSuccess;
+    WEFT_OK(weftCommGetAsyncError(c.comm, &async));
+    CHECK(async == weftSuccess, "a refused group must leave no error behind: %s", weftGetLastError(c.comm));
+  }
+  if (rank == 0) std::printf("p2p: %d ranks, %d send/recv and all-to-all cases checked, refusals checked\n", n, cases);
 }
 
 // Registration: device buffers (local), a window (collective), stream-ordered-allocator memory
@@ -275,6 +376,56 @@ void testGraph(const Ctx& c, const Dev& d) {
   if (rank == 0) std::printf("graph: 100 replays of all-gather + reduce-scatter + all-reduce checked\n");
 }
 
+// A ring send/recv group and an in-place all-to-all captured in one graph, replayed 100 times.
+void testGraphP2p(const Ctx& c, const Dev& d) {
+  const int rank = c.rank, n = c.n, next = (rank + 1) % n, prev = (rank + n - 1) % n;
+  const size_t count = 300007;  // 1.2 MB: three rounds of WEFT_CUDA_P2P_BYTES (512 KiB)
+  const size_t per = 4099;     // all-to-all elements per peer
+  char* a2a = d.b + count * 4 + 4096;
+  CHECK(weftBarrier(c.comm, nullptr) == weftSuccess, "barrier");
+  cudaGraph_t graph;
+  CUDA_OK(cudaStreamBeginCapture(c.s, cudaStreamCaptureModeGlobal));
+  CHECK(weftGroupStart() == weftSuccess, "group start");
+  weftResult_t r1 = weftSend(d.a, count, weftInt32, next, c.comm, c.s);
+  weftResult_t r2 = weftRecv(d.b, count, weftInt32, prev, c.comm, c.s);
+  weftResult_t r3 = weftGroupEnd();
+  weftResult_t r4 = weftAlltoAll(a2a, a2a, per, weftInt32, c.comm, c.s);
+  CUDA_OK(cudaStreamEndCapture(c.s, &graph));
+  CHECK(r1 == weftSuccess && r2 == weftSuccess && r3 == weftSuccess && r4 == weftSuccess, "capture: %s", weftGetLastError(c.comm));
+  CHECK(weftBarrier(c.comm, nullptr) == weftSuccess, "barrier");
+  cudaGraphExec_t exec;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK(weftBarrier(c.comm, nullptr) == weftSuccess, "barrier");
+  std::vector<int32_t> in(count), got(count), ain(per * static_cast<size_t>(n)), agot(per * static_cast<size_t>(n));
+  int badReplays = 0;
+  for (int it = 0; it < 100; ++it) {
+    for (size_t i = 0; i < count; ++i) in[i] = rank * 100000 + it * 7 + static_cast<int32_t>(i % 1009);
+    for (size_t i = 0; i < ain.size(); ++i) ain[i] = rank * 1000000 + it * 1000 + static_cast<int32_t>(i);
+    CUDA_OK(cudaMemcpyAsync(d.a, in.data(), count * 4, cudaMemcpyHostToDevice, c.s));
+    CUDA_OK(cudaMemcpyAsync(a2a, ain.data(), ain.size() * 4, cudaMemcpyHostToDevice, c.s));
+    CUDA_OK(cudaGraphLaunch(exec, c.s));
+    CUDA_OK(cudaMemcpyAsync(got.data(), d.b, count * 4, cudaMemcpyDeviceToHost, c.s));
+    CUDA_OK(cudaMemcpyAsync(agot.data(), a2a, agot.size() * 4, cudaMemcpyDeviceToHost, c.s));
+    CUDA_OK(cudaStreamSynchronize(c.s));
+    bool bad = false;
+    for (size_t i = 0; i < count && !bad; ++i) bad = got[i] != prev * 100000 + it * 7 + static_cast<int32_t>(i % 1009);
+    // Block p of the result is block `rank` of rank p's input.
+    for (int p = 0; p < n && !bad; ++p)
+      for (size_t i = 0; i < per && !bad; ++i)
+        bad = agot[static_cast<size_t>(p) * per + i] != p * 1000000 + it * 1000 + static_cast<int32_t>(static_cast<size_t>(rank) * per + i);
+    badReplays += bad;
+    weftResult_t async = weftSuccess;
+    WEFT_OK(weftCommGetAsyncError(c.comm, &async));
+    CHECK(async == weftSuccess, "replay %d: async %d: %s", it, static_cast<int>(async), weftGetLastError(c.comm));
+    if (async != weftSuccess) break;
+  }
+  CHECK(badReplays == 0, "%d of 100 p2p replays wrong", badReplays);
+  CHECK(weftBarrier(c.comm, nullptr) == weftSuccess, "barrier");
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+  if (rank == 0) std::printf("graph p2p: 100 replays of a send/recv ring + all-to-all in place checked\n");
+}
+
 void runBody(const Ctx& c) {
   Dev d;
   d.bytes = 300007 * 8 * static_cast<size_t>(c.n) + 256;
@@ -285,6 +436,8 @@ void runBody(const Ctx& c) {
   if (c.want("group")) testGroup(c, d);
   if (c.want("register")) testRegister(c, d);
   if (c.want("graph")) testGraph(c, d);
+  if (c.want("p2p")) testP2p(c, d);
+  if (c.want("graph")) testGraphP2p(c, d);
   CUDA_OK(cudaStreamSynchronize(c.s));
   if (weftBarrier(c.comm, nullptr) != weftSuccess) std::printf("barrier failed: %s\n", weftGetLastError(c.comm));
   CUDA_OK(cudaFree(d.a));
@@ -419,7 +572,7 @@ int main(int argc, char** argv) {
   const std::string mode = args.empty() ? "threads" : args[0];
   const int n = args.size() > 1 ? std::stoi(args[1]) : 2;
   std::vector<std::string> parts(args.size() > 2 ? args.begin() + 2 : args.end(), args.end());
-  if (parts.empty()) parts = {"coll", "group", "register", "graph"};
+  if (parts.empty()) parts = {"coll", "group", "register", "graph", "p2p"};
   if (mode == "procs") {
     // The parent must not initialise CUDA (children are exec'd); probe in a child process.
     pid_t p = fork();

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/device/p2p_plan.h"
 #include "lib/device/protocol.h"
 #include "tests/gpu/thread_barrier.h"
 
@@ -35,8 +36,12 @@ struct World {
   ErrorRecord& error = errors[0];
   std::vector<DevComm> comms;
 
-  World(int nranks, uint64_t stage, uint64_t timeoutNs) : n(nranks), stageBytes(stage) {
+  uint64_t p2pBytes = 0;
+  std::vector<std::vector<char>> p2p;  // per rank, the point-to-point region
+
+  World(int nranks, uint64_t stage, uint64_t timeoutNs, uint64_t p2pHalf = 256) : n(nranks), stageBytes(stage), p2pBytes(p2pHalf) {
     this->stage.assign(static_cast<size_t>(n), std::vector<char>(2 * stage + 64));
+    p2p.assign(static_cast<size_t>(n), std::vector<char>(p2pRegionBytes(n, p2pHalf) + 64, 0));
     abortWords.assign(static_cast<size_t>(n), 0);
     flags.assign(static_cast<size_t>(n), std::vector<uint64_t>(kMaxBlocks + kControlWords, 0));
     for (int r = 0; r < n; ++r) {
@@ -49,7 +54,10 @@ struct World {
         char* b = this->stage[static_cast<size_t>(p)].data();
         c.stage[p] = b + ((16 - reinterpret_cast<uintptr_t>(b) % 16) % 16);
         c.flags[p] = flags[static_cast<size_t>(p)].data();
+        char* q = p2p[static_cast<size_t>(p)].data();
+        c.p2p[p] = q + ((16 - reinterpret_cast<uintptr_t>(q) % 16) % 16);
       }
+      c.p2pBytes = p2pHalf;
       c.control = flags[static_cast<size_t>(r)].data() + kMaxBlocks;
       c.abortWord = &abortWords[static_cast<size_t>(r)];
       for (int p = 0; p < n; ++p)
@@ -65,6 +73,7 @@ struct World {
 template <class E>
 struct HostExec {
   int block = 0;
+  int grid = 1;
   uint64_t g = 0, stride = 1;
   std::mt19937* rng = nullptr;
 
@@ -107,6 +116,22 @@ struct HostExec {
     return waitPeers(c, block, wait, hostNow);
   }
   void finish(const DevComm& c, uint64_t rounds) { finishCall(c, static_cast<unsigned>(stride), rounds); }
+  // Point-to-point (runP2p): one thread per block.
+  void own(int idx, int count) {
+    g = static_cast<uint64_t>(idx);
+    stride = static_cast<uint64_t>(count);
+  }
+  bool begin(const DevComm& c, int peer, uint64_t* s, uint64_t* r) { return p2pBegin(c, peer, s, r); }
+  uint32_t await(const DevComm& c, const uint64_t* flag, uint64_t value, int peer, int pb, uint64_t seq, uint32_t what,
+                 const uint64_t* hdr, uint64_t want) {
+    jitter();
+    return p2pLeaderWait(c, flag, value, peer, pb, seq, what, hdr, want, hostNow);
+  }
+  void post(const DevComm& c, uint64_t* flag, uint64_t value, uint64_t* hdr, uint64_t hdrValue) {
+    jitter();
+    p2pLeaderPost(c, flag, value, hdr, hdrValue);
+  }
+  void end(const DevComm& c, const P2pDesc& d) { finishP2p(c, d, static_cast<unsigned>(grid)); }
 };
 
 // One call of a sequence: kind, elements per rank (see CallDesc::bytes), root, in place.
@@ -296,7 +321,7 @@ TEST(DeviceProtocol, Geometry) {
   d.kind = kCollReduceScatter;  // 3 pieces of 80 bytes (granules) per round
   EXPECT_EQ(chunkBytes(c, d), 80u);
   EXPECT_EQ(roundsOf(c, d), 4u);
-  char buf[1];
+  char buf[512];  // two halves of 256
   c.stage[1] = buf;
   EXPECT_EQ(stageSlot(c, 1, 4), buf);
   EXPECT_EQ(stageSlot(c, 1, 5), buf + 256);
@@ -489,6 +514,545 @@ TEST(DeviceProtocol, APeerThatFinishedAndThenEndedIsNoFailure) {
     spurious += st != kWaitReady;
   }
   EXPECT_EQ(spurious, 0);
+}
+
+// ---- Point-to-point (runP2p): sends, receives and all-to-all, host threads as blocks.
+
+// What a message from src to dst (the k-th between them, in posting order) holds: computed here,
+// independently of the protocol.
+unsigned char msgByte(int src, int dst, int k, size_t i) {
+  return static_cast<unsigned char>((src * 131 + dst * 29 + k * 71 + static_cast<int>(i) * 7 + static_cast<int>(i >> 8)) & 0xff);
+}
+constexpr unsigned char kPoison = 0xee;
+constexpr size_t kGuard = 48;  // bytes past every receive buffer that must stay untouched
+
+// One posted operation of the test: a send to peer, a receive from peer, or an all-to-all.
+struct TOp {
+  enum Kind { kSend, kRecv, kAllToAll } kind;
+  int peer = 0;
+  size_t bytes = 0;  // all-to-all: per peer
+  bool inPlace = false;
+  size_t misalign = 0;  // the buffer starts this many bytes past a 16-byte boundary
+};
+using Launch = std::vector<TOp>;  // one kernel: an ungrouped call, or a group
+
+// A rank's buffers for one launch and what its receive buffers must hold afterwards.
+struct TBuf {
+  std::vector<char> mem;
+  char* p = nullptr;
+  std::vector<char> want;  // empty: a send buffer (must stay as it was: `orig`)
+  std::vector<char> orig;
+  size_t bytes = 0;
+};
+
+struct P2pRun {
+  int n;
+  World w;
+  std::vector<std::vector<Launch>> script;                         // [rank][launch]
+  std::vector<std::vector<std::vector<P2pCall>>> calls;            // [rank][launch]
+  std::vector<std::vector<TBuf>> bufs;                             // [rank]: every buffer
+  std::vector<uint32_t> status;                                    // per rank: the first failure
+  P2pRun(int nranks, uint64_t p2pBytes, uint64_t timeoutNs, std::vector<std::vector<Launch>> s)
+      : n(nranks), w(nranks, 256, timeoutNs, p2pBytes), script(std::move(s)) {
+    calls.resize(static_cast<size_t>(n));
+    bufs.resize(static_cast<size_t>(n));
+    status.assign(static_cast<size_t>(n), kWaitReady);
+    // Messages counted per (src, dst) in posting order: the k-th send s -> d meets the k-th receive.
+    std::vector<std::vector<int>> sent(static_cast<size_t>(n), std::vector<int>(static_cast<size_t>(n), 0));
+    auto recvd = sent;
+    for (int r = 0; r < n; ++r) {
+      for (const Launch& l : script[static_cast<size_t>(r)]) {
+        std::vector<P2pCall> cs;
+        for (const TOp& o : l) {
+          auto make = [&](size_t bytes, size_t mis) -> TBuf& {
+            bufs[static_cast<size_t>(r)].emplace_back();
+            TBuf& b = bufs[static_cast<size_t>(r)].back();
+            b.mem.assign(bytes + kGuard + 32, static_cast<char>(kPoison));
+            char* base = b.mem.data();
+            b.p = base + ((16 - reinterpret_cast<uintptr_t>(base) % 16) % 16) + mis;
+            b.bytes = bytes;
+            return b;
+          };
+          if (o.kind == TOp::kSend) {
+            TBuf& b = make(o.bytes, o.misalign);
+            const int k = sent[static_cast<size_t>(r)][static_cast<size_t>(o.peer)]++;
+            for (size_t i = 0; i < o.bytes; ++i) b.p[i] = static_cast<char>(msgByte(r, o.peer, k, i));
+            b.orig.assign(b.p, b.p + o.bytes + kGuard);
+            cs.push_back({false, b.p, o.bytes, o.peer, nullptr});
+          } else if (o.kind == TOp::kRecv) {
+            TBuf& b = make(o.bytes, o.misalign);
+            const int k = recvd[static_cast<size_t>(r)][static_cast<size_t>(o.peer)]++;
+            b.want.assign(o.bytes + kGuard, static_cast<char>(kPoison));
+            for (size_t i = 0; i < o.bytes; ++i) b.want[i] = static_cast<char>(msgByte(o.peer, r, k, i));
+            cs.push_back({true, b.p, o.bytes, o.peer, nullptr});
+          } else {
+            const size_t B = o.bytes, N = static_cast<size_t>(n);
+            TBuf& sb = make(B * N, o.misalign);
+            for (int p = 0; p < n; ++p) {
+              const int k = sent[static_cast<size_t>(r)][static_cast<size_t>(p)]++;
+              for (size_t i = 0; i < B; ++i) sb.p[static_cast<size_t>(p) * B + i] = static_cast<char>(msgByte(r, p, k, i));
+            }
+            std::vector<char> want(B * N + kGuard, static_cast<char>(kPoison));
+            for (int p = 0; p < n; ++p) {
+              const int k = recvd[static_cast<size_t>(r)][static_cast<size_t>(p)]++;
+              for (size_t i = 0; i < B; ++i) want[static_cast<size_t>(p) * B + i] = static_cast<char>(msgByte(p, r, k, i));
+            }
+            char* sendp = sb.p;
+            char* recvp = sb.p;
+            if (o.inPlace) {
+              sb.want = want;
+            } else {
+              sb.orig.assign(sb.p, sb.p + B * N + kGuard);
+              TBuf& rb = make(B * N, o.misalign);
+              rb.want = want;
+              recvp = rb.p;
+            }
+            appendAllToAll(r, n, sendp, recvp, B, nullptr, &cs);
+          }
+        }
+        calls[static_cast<size_t>(r)].push_back(cs);
+      }
+    }
+  }
+
+  // Plays every rank's launches with up to maxBlocks host threads per rank as blocks.
+  void play(int maxBlocks) {
+    std::vector<std::vector<P2pDesc>> descs(static_cast<size_t>(n));
+    std::vector<std::vector<int>> grids(static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r)
+      for (auto& cs : calls[static_cast<size_t>(r)]) {
+        P2pDesc d;
+        int nb = 0;
+        Status st = planP2p(r, n, maxBlocks, w.p2pBytes, cs, &d, &nb);
+        ASSERT_TRUE(st.isOk()) << st.message();
+        ASSERT_LE(nb, maxBlocks);
+        descs[static_cast<size_t>(r)].push_back(d);
+        grids[static_cast<size_t>(r)].push_back(nb);
+      }
+    std::vector<std::unique_ptr<gpu::ThreadBarrier>> kernelEnd;
+    for (int r = 0; r < n; ++r) kernelEnd.push_back(std::make_unique<gpu::ThreadBarrier>(maxBlocks));
+    std::vector<std::thread> threads;
+    std::mutex mu;
+    for (int r = 0; r < n; ++r)
+      for (int b = 0; b < maxBlocks; ++b)
+        threads.emplace_back([&, r, b] {
+          std::mt19937 rng(static_cast<unsigned>(r * 977 + b * 13 + 5));
+          bool failed = false;
+          for (size_t k = 0; k < descs[static_cast<size_t>(r)].size(); ++k) {
+            const int grid = grids[static_cast<size_t>(r)][k];
+            if (b < grid && grid > 0 && !failed) {
+              HostExec<uint8_t> x;
+              x.block = b;
+              x.grid = grid;
+              x.own(b, grid);
+              x.rng = &rng;
+              const uint32_t st = runP2p(w.comms[static_cast<size_t>(r)], descs[static_cast<size_t>(r)][k], x);
+              if (st != kWaitReady) {
+                failed = true;  // as a kernel that gave up: its stream's later launches see the abort word
+                std::lock_guard<std::mutex> g(mu);
+                if (status[static_cast<size_t>(r)] == kWaitReady) status[static_cast<size_t>(r)] = st;
+              }
+            }
+            kernelEnd[static_cast<size_t>(r)]->arrive_and_wait();
+          }
+        });
+    for (auto& t : threads) t.join();
+  }
+
+  // Every receive holds its message (and nothing past its end changed), every send buffer is as
+  // it was, and the pair counters agree.
+  void check(const std::string& what) {
+    for (int r = 0; r < n; ++r) {
+      ASSERT_EQ(status[static_cast<size_t>(r)], kWaitReady) << what << ": rank " << r;
+      size_t idx = 0;
+      for (TBuf& b : bufs[static_cast<size_t>(r)]) {
+        const std::vector<char>& want = b.want.empty() ? b.orig : b.want;
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(static_cast<int>(static_cast<unsigned char>(b.p[i])), static_cast<int>(static_cast<unsigned char>(want[i])))
+              << what << ": rank " << r << " buffer " << idx << " (" << (b.want.empty() ? "send" : "receive") << " of "
+              << b.bytes << " bytes) byte " << i << (i >= b.bytes ? " (past its end)" : "");
+        ++idx;
+      }
+    }
+    for (int s = 0; s < n; ++s)
+      for (int d = 0; d < n; ++d) {
+        if (s == d) continue;
+        EXPECT_EQ(*sendSeq(w.comms[static_cast<size_t>(s)], d), *recvSeq(w.comms[static_cast<size_t>(d)], s))
+            << what << ": pair " << s << " -> " << d;
+      }
+  }
+};
+
+void runScript(int n, uint64_t p2pBytes, int maxBlocks, std::vector<std::vector<Launch>> script, const std::string& what) {
+  P2pRun run(n, p2pBytes, 20'000'000'000ull, std::move(script));  // 20 s: a deadlock fails, never hangs
+  run.play(maxBlocks);
+  run.check(what + ", " + std::to_string(n) + " ranks, " + std::to_string(maxBlocks) + " blocks max");
+}
+
+TEST(DeviceP2p, PairUngroupedManyRoundsOddSizes) {
+  // Rank 0 sends to rank 1 call by call (one launch each), then receives; 1 to 17 rounds of 256 bytes.
+  std::vector<std::vector<Launch>> s(2);
+  int i = 0;
+  for (size_t bytes : {1u, 15u, 16u, 17u, 255u, 256u, 257u, 1000u, 4099u, 512u}) {
+    const size_t mis = (i++ % 3 == 2) ? 3 : 0;
+    s[0].push_back({{TOp::kSend, 1, bytes, false, mis}});
+    s[1].push_back({{TOp::kRecv, 0, bytes, false, 0}});
+  }
+  s[0].push_back({{TOp::kRecv, 1, 777, false, 5}});
+  s[1].push_back({{TOp::kSend, 0, 777, false, 1}});
+  runScript(2, 256, 3, s, "pair");
+  runScript(2, 4096, 1, s, "pair, one round each");
+}
+
+TEST(DeviceP2p, RingExchangeInOneGroup) {
+  // Every rank sends to r + 1 and receives from r - 1 in one group; three groups in a row, each
+  // several rounds (a send kernel waiting for an ack behind the peer's own send would deadlock).
+  for (int n : {2, 3, 5, 8}) {
+    std::vector<std::vector<Launch>> s(static_cast<size_t>(n));
+    for (int it = 0; it < 3; ++it)
+      for (int r = 0; r < n; ++r) {
+        const int next = (r + 1) % n, prev = (r + n - 1) % n;
+        const size_t out = 900 + static_cast<size_t>(37 * r + 101 * it), in = 900 + static_cast<size_t>(37 * prev + 101 * it);
+        s[static_cast<size_t>(r)].push_back({{TOp::kSend, next, out}, {TOp::kRecv, prev, in}});
+      }
+    runScript(n, 256, n == 8 ? 7 : 2 * (n - 1), s, "ring");
+  }
+}
+
+TEST(DeviceP2p, AllToAllInAndOutOfPlace) {
+  for (int n : {2, 3, 4, 8}) {
+    std::vector<std::vector<Launch>> s(static_cast<size_t>(n));
+    int i = 0;
+    for (size_t bytes : {1u, 48u, 300u, 1001u, 16u}) {
+      for (bool inPlace : {false, true}) {
+        for (int r = 0; r < n; ++r) s[static_cast<size_t>(r)].push_back({{TOp::kAllToAll, 0, bytes, inPlace, (i % 4 == 3) ? 8u : 0u}});
+        ++i;
+      }
+    }
+    runScript(n, 128, n == 8 ? 7 : 2 * (n - 1), s, "all-to-all");
+  }
+}
+
+TEST(DeviceP2p, AllToAllBlocksChangeNothing) {
+  // One block per peer, and many: the pair's ownership is fixed per communicator either way.
+  std::vector<std::vector<Launch>> s(3);
+  for (size_t bytes : {2000u, 33u})
+    for (int r = 0; r < 3; ++r) s[static_cast<size_t>(r)].push_back({{TOp::kAllToAll, 0, bytes, bytes == 33u}});
+  runScript(3, 256, 2, s, "all-to-all, one block per peer");
+  runScript(3, 256, 12, s, "all-to-all, six blocks per peer");
+}
+
+TEST(DeviceP2p, SeveralSendsToOnePeerMatchedInOrder) {
+  // Rank 0 posts two sends to 1 with a receive from 1 between them, and a send to 2; rank 1 posts
+  // its receives and send in another interleaving; all in one group per rank. Then the same
+  // messages as separate launches on one side only.
+  std::vector<std::vector<Launch>> s(3);
+  s[0].push_back({{TOp::kSend, 1, 700}, {TOp::kRecv, 1, 333}, {TOp::kSend, 1, 50}, {TOp::kSend, 2, 1200}, {TOp::kRecv, 2, 10}});
+  s[1].push_back({{TOp::kRecv, 0, 700}, {TOp::kSend, 0, 333}, {TOp::kRecv, 0, 50}});
+  s[2].push_back({{TOp::kSend, 0, 10}, {TOp::kRecv, 0, 1200}});
+  s[0].push_back({{TOp::kSend, 1, 64}, {TOp::kSend, 1, 65}, {TOp::kSend, 1, 600}});
+  s[1].push_back({{TOp::kRecv, 0, 64}});
+  s[1].push_back({{TOp::kRecv, 0, 65}});
+  s[1].push_back({{TOp::kRecv, 0, 600}});
+  runScript(3, 256, 4, s, "several sends to one peer");
+}
+
+TEST(DeviceP2p, SelfSendRecvAndInPlacePair) {
+  // Sends to itself are copies inside the launch, next to a pair exchange in place (one buffer
+  // sent to and received from the same peer: the in-place form the planner allows).
+  std::vector<std::vector<Launch>> s(2);
+  s[0].push_back({{TOp::kSend, 0, 1000}, {TOp::kSend, 1, 520}, {TOp::kRecv, 0, 1000}, {TOp::kRecv, 1, 520}});
+  s[1].push_back({{TOp::kRecv, 0, 520}, {TOp::kSend, 1, 3}, {TOp::kRecv, 1, 3}, {TOp::kSend, 0, 520}});
+  s[0].push_back({{TOp::kSend, 0, 17}, {TOp::kRecv, 0, 17}});  // only copies: no peer
+  s[1].push_back({{TOp::kSend, 1, 5000}, {TOp::kRecv, 1, 5000}});
+  runScript(2, 256, 2, s, "self");
+}
+
+TEST(DeviceP2p, InPlaceExchangeWithOnePeer) {
+  // weftSend(buf) + weftRecv(buf) with one peer in one group: each rank ends with the other's data.
+  World w(2, 256, 20'000'000'000ull, 128);
+  const size_t B = 1000;
+  std::vector<char> buf[2];
+  for (int r = 0; r < 2; ++r) {
+    buf[r].resize(B);
+    for (size_t i = 0; i < B; ++i) buf[r][i] = static_cast<char>(msgByte(r, 1 - r, 0, i));
+  }
+  std::vector<std::thread> ts;
+  std::atomic<int> bad{0};
+  for (int r = 0; r < 2; ++r)
+    ts.emplace_back([&, r] {
+      std::vector<P2pCall> cs = {{false, buf[r].data(), B, 1 - r, nullptr}, {true, buf[r].data(), B, 1 - r, nullptr}};
+      P2pDesc d;
+      int nb = 0;
+      if (!planP2p(r, 2, 1, w.p2pBytes, cs, &d, &nb).isOk() || nb != 1) {
+        bad++;
+        return;
+      }
+      std::mt19937 rng(static_cast<unsigned>(r));
+      HostExec<uint8_t> x;
+      x.rng = &rng;
+      x.own(0, 1);
+      if (runP2p(w.comms[static_cast<size_t>(r)], d, x) != kWaitReady) bad++;
+    });
+  for (auto& t : ts) t.join();
+  ASSERT_EQ(bad.load(), 0);
+  for (int r = 0; r < 2; ++r)
+    for (size_t i = 0; i < B; ++i) ASSERT_EQ(static_cast<unsigned char>(buf[r][i]), msgByte(1 - r, r, 0, i)) << r << " " << i;
+}
+
+// Plays one launch of one rank alone (its peers never arrive, or only as the test arranges). One
+// block per peer by default: with more, the first block to give up raises the abort word and the
+// others report "aborted", in whatever order they get there.
+uint32_t playP2p(World& w, int rank, const std::vector<P2pCall>& cs, int maxBlocks = 1) {
+  P2pDesc d;
+  int nb = 0;
+  Status st = planP2p(rank, w.n, maxBlocks, w.p2pBytes, cs, &d, &nb);
+  EXPECT_TRUE(st.isOk()) << st.message();
+  std::vector<uint32_t> res(static_cast<size_t>(nb), 0);
+  std::vector<std::thread> ts;
+  for (int b = 0; b < nb; ++b)
+    ts.emplace_back([&, b] {
+      std::mt19937 rng(static_cast<unsigned>(b + 11));
+      HostExec<uint8_t> x;
+      x.rng = &rng;
+      x.block = b;
+      x.grid = nb;
+      x.own(b, nb);
+      res[static_cast<size_t>(b)] = runP2p(w.comms[static_cast<size_t>(rank)], d, x);
+    });
+  for (auto& t : ts) t.join();
+  for (uint32_t r : res)
+    if (r != kWaitReady) return r;
+  return kWaitReady;
+}
+
+TEST(DeviceP2p, AbortEndsAReceiveThatNeverComes) {
+  World w(2, 256, 0);  // no deadline
+  std::vector<char> buf(100);
+  std::thread aborter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    __atomic_store_n(&w.abortWords[0], 1u, __ATOMIC_RELEASE);
+  });
+  EXPECT_EQ(playP2p(w, 0, {{true, buf.data(), 100, 1, nullptr}}), kWaitAborted);
+  aborter.join();
+  EXPECT_EQ(w.errors[0].code, kWaitAborted);
+  EXPECT_EQ(w.errors[0].what, kWhatRecv);
+  EXPECT_EQ(w.errors[0].peer, 1);
+  EXPECT_EQ(*recvSeq(w.comms[0], 1), 0u);  // nothing completed
+  // A launch after the abort does nothing.
+  EXPECT_EQ(playP2p(w, 0, {{false, buf.data(), 100, 1, nullptr}}), kWaitAborted);
+  EXPECT_EQ(*sentFlag(w.comms[0], 0, 1, 0), 0u);
+}
+
+TEST(DeviceP2p, DeadlineEndsASendTheReceiverNeverFrees) {
+  // Two rounds fit the two halves; the third waits for the receiver's ack of round 1.
+  World w(2, 256, 30'000'000);  // 30 ms
+  std::vector<char> buf(3 * 256, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(playP2p(w, 0, {{false, buf.data(), buf.size(), 1, nullptr}}), kWaitTimedOut);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, std::chrono::milliseconds(30));
+  EXPECT_LT(took, std::chrono::seconds(5));
+  EXPECT_EQ(w.errors[0].code, kWaitTimedOut);
+  EXPECT_EQ(w.errors[0].what, kWhatSend);
+  EXPECT_EQ(w.errors[0].peer, 1);
+  EXPECT_EQ(w.errors[0].seq, 3u);
+  EXPECT_EQ(w.abortWords[0], 1u);  // its later launches stop at once
+}
+
+TEST(DeviceP2p, ADeadPeerEndsTheWaitOnIt) {
+  World w(3, 256, 0);
+  std::vector<char> a(64), b(64);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    __atomic_store_n(&w.abortWords[2], 1u, __ATOMIC_RELEASE);  // the bootstrap's failure hook sets it
+  });
+  EXPECT_EQ(playP2p(w, 0, {{true, a.data(), 64, 2, nullptr}, {false, b.data(), 64, 1, nullptr}}), kWaitPeerAborted);
+  killer.join();
+  EXPECT_EQ(w.errors[0].code, kWaitPeerAborted);
+  EXPECT_EQ(w.errors[0].peer, 2);
+  EXPECT_EQ(w.errors[0].what, kWhatRecv);
+}
+
+TEST(DeviceP2p, CountMismatchIsDetectedNotSilentlyDesynchronised) {
+  // Rank 0 sends 40 bytes, rank 1 receives 48: rank 1 gives up naming both sizes (kWaitMismatch),
+  // and copies nothing past its own 48 bytes.
+  World w(2, 256, 2'000'000'000ull);
+  std::vector<char> s(40, 7), r(48 + kGuard, static_cast<char>(kPoison));
+  EXPECT_EQ(playP2p(w, 0, {{false, s.data(), 40, 1, nullptr}}), kWaitReady);  // fits the staging: done
+  EXPECT_EQ(playP2p(w, 1, {{true, r.data(), 48, 0, nullptr}}), kWaitMismatch);
+  EXPECT_EQ(w.errors[1].code, kWaitMismatch);
+  EXPECT_EQ(w.errors[1].peer, 0);
+  EXPECT_EQ(w.errors[1].theirs, 40u);
+  EXPECT_EQ(w.errors[1].mine, 48u);
+  EXPECT_EQ(w.abortWords[1], 1u);
+  for (size_t i = 48; i < r.size(); ++i) ASSERT_EQ(static_cast<unsigned char>(r[i]), kPoison);
+  // The sender's next send to rank 1 then ends on rank 1's abort word, not at its deadline.
+  std::vector<char> big(1000, 1);
+  EXPECT_EQ(playP2p(w, 0, {{false, big.data(), big.size(), 1, nullptr}}), kWaitPeerAborted);
+}
+
+TEST(DeviceP2p, InterleavedWithCollectives) {
+  // Collective calls and point-to-point launches of one communicator alternate (they share the
+  // blocks-done counter control[1] and nothing else): an all-reduce, a ring group, an all-gather,
+  // an all-to-all, an all-reduce again, each checked, and the round counter and pair sequences
+  // agree at the end.
+  const int n = 3, maxBlocks = 4;
+  World w(n, 256, 20'000'000'000ull, 128);
+  const size_t cnt = 100;  // uint64 elements: 800 bytes, several rounds of both stagings
+  std::vector<std::vector<uint64_t>> in(n), ar1(n), ag(n), ar2(n);
+  std::vector<std::vector<char>> ringOut(n), ringIn(n), a2aS(n), a2aR(n);
+  const size_t rb = 700, ab = 333;
+  for (int r = 0; r < n; ++r) {
+    for (size_t i = 0; i < cnt; ++i) in[r].push_back(static_cast<uint64_t>(r + 1) * 1000003u + i);
+    ar1[r].assign(cnt, 0);
+    ar2[r].assign(cnt, 0);
+    ag[r].assign(cnt * n, 0);
+    ringOut[r].resize(rb);
+    ringIn[r].assign(rb, 0);
+    for (size_t i = 0; i < rb; ++i) ringOut[r][i] = static_cast<char>(msgByte(r, (r + 1) % n, 0, i));
+    a2aS[r].resize(ab * n);
+    a2aR[r].assign(ab * n, 0);
+    for (int p = 0; p < n; ++p)
+      for (size_t i = 0; i < ab; ++i) a2aS[r][static_cast<size_t>(p) * ab + i] = static_cast<char>(msgByte(r, p, 7, i));
+  }
+  std::vector<std::unique_ptr<gpu::ThreadBarrier>> kernelEnd;
+  for (int r = 0; r < n; ++r) kernelEnd.push_back(std::make_unique<gpu::ThreadBarrier>(maxBlocks));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int r = 0; r < n; ++r)
+    for (int b = 0; b < maxBlocks; ++b)
+      ts.emplace_back([&, r, b] {
+        std::mt19937 rng(static_cast<unsigned>(r * 31 + b));
+        const DevComm& c = w.comms[static_cast<size_t>(r)];
+        auto coll = [&](CollKind k, const std::vector<uint64_t>& send, std::vector<uint64_t>& recv, int grid) {
+          CallDesc d;
+          d.kind = k;
+          d.bytes = cnt * 8;
+          d.send = reinterpret_cast<const char*>(send.data());
+          d.recv = reinterpret_cast<char*>(recv.data());
+          if (b < grid) {
+            HostExec<uint64_t> x;
+            x.block = b;
+            x.grid = grid;
+            x.g = static_cast<uint64_t>(b);
+            x.stride = static_cast<uint64_t>(grid);
+            x.rng = &rng;
+            if (runCall(c, d, x) != kWaitReady) failures++;
+          }
+          kernelEnd[static_cast<size_t>(r)]->arrive_and_wait();
+        };
+        auto p2p = [&](const std::vector<P2pCall>& cs) {
+          P2pDesc d;
+          int grid = 0;
+          if (!planP2p(r, n, maxBlocks, w.p2pBytes, cs, &d, &grid).isOk()) failures++;
+          if (b < grid) {
+            HostExec<uint64_t> x;
+            x.block = b;
+            x.grid = grid;
+            x.own(b, grid);
+            x.rng = &rng;
+            if (runP2p(c, d, x) != kWaitReady) failures++;
+          }
+          kernelEnd[static_cast<size_t>(r)]->arrive_and_wait();
+        };
+        coll(kCollAllReduceOneShot, in[static_cast<size_t>(r)], ar1[static_cast<size_t>(r)], 3);
+        p2p({{false, ringOut[static_cast<size_t>(r)].data(), rb, (r + 1) % n, nullptr},
+             {true, ringIn[static_cast<size_t>(r)].data(), rb, (r + n - 1) % n, nullptr}});
+        coll(kCollAllGather, in[static_cast<size_t>(r)], ag[static_cast<size_t>(r)], 1);
+        std::vector<P2pCall> a2a;
+        appendAllToAll(r, n, a2aS[static_cast<size_t>(r)].data(), a2aR[static_cast<size_t>(r)].data(), ab, nullptr, &a2a);
+        p2p(a2a);
+        coll(kCollAllReduceTwoShot, in[static_cast<size_t>(r)], ar2[static_cast<size_t>(r)], 2);
+      });
+  for (auto& t : ts) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  for (int r = 0; r < n; ++r) {
+    for (size_t i = 0; i < cnt; ++i) {
+      uint64_t sum = 0;
+      for (int p = 0; p < n; ++p) sum += in[p][i];
+      ASSERT_EQ(ar1[r][i], sum) << r << " " << i;
+      ASSERT_EQ(ar2[r][i], sum) << r << " " << i;
+      for (int p = 0; p < n; ++p) ASSERT_EQ(ag[r][static_cast<size_t>(p) * cnt + i], in[p][i]);
+    }
+    const int prev = (r + n - 1) % n;
+    for (size_t i = 0; i < rb; ++i) ASSERT_EQ(static_cast<unsigned char>(ringIn[r][i]), msgByte(prev, r, 0, i)) << r << " " << i;
+    for (int p = 0; p < n; ++p)
+      for (size_t i = 0; i < ab; ++i)
+        ASSERT_EQ(static_cast<unsigned char>(a2aR[r][static_cast<size_t>(p) * ab + i]), msgByte(p, r, 7, i)) << r << " " << p << " " << i;
+    // 800 bytes in 256-byte rounds: 4 rounds per collective (all-gather too), 3 collectives.
+    EXPECT_EQ(w.comms[static_cast<size_t>(r)].control[0], 12u) << r;
+    EXPECT_EQ(w.comms[static_cast<size_t>(r)].control[1], 0u) << r;  // every launch's last block reset it
+    // Ring: 700 bytes = 6 rounds of 128 to the next rank; all-to-all: 333 bytes = 3 rounds per pair.
+    EXPECT_EQ(*sendSeq(w.comms[static_cast<size_t>(r)], (r + 1) % n), 6u + 3u);
+    EXPECT_EQ(*recvSeq(w.comms[static_cast<size_t>(r)], prev), 6u + 3u);
+  }
+}
+
+TEST(DeviceP2p, PlannerRefusals) {
+  std::vector<char> a(4096), b(4096);
+  P2pDesc d;
+  int nb = 0;
+  auto plan = [&](int rank, std::vector<P2pCall> cs) { return planP2p(rank, 4, 8, 256, cs, &d, &nb); };
+  int s1 = 0, s2 = 0;
+  Status st = plan(0, {{false, a.data(), 10, 1, &s1}, {true, b.data(), 10, 2, &s2}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("one stream"), std::string::npos) << st.message();
+  st = plan(1, {{false, a.data(), 10, 1, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("itself"), std::string::npos) << st.message();
+  st = plan(1, {{false, a.data(), 10, 1, nullptr}, {true, b.data(), 12, 1, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("sizes must agree"), std::string::npos) << st.message();
+  // A ring in place (send to 1, receive from 3, one buffer): the receive would overwrite bytes not
+  // yet sent.
+  st = plan(0, {{false, a.data(), 1000, 1, nullptr}, {true, a.data(), 1000, 3, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("in-place"), std::string::npos) << st.message();
+  // Overlapping, not the same buffer.
+  st = plan(0, {{false, a.data(), 1000, 1, nullptr}, {true, a.data() + 16, 1000, 1, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  // Same buffer with one peer, but at another position (different rounds before it).
+  st = plan(0, {{false, b.data(), 300, 1, nullptr}, {false, a.data(), 100, 1, nullptr}, {true, a.data(), 100, 1, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  // Too many operations.
+  std::vector<P2pCall> many;
+  for (int i = 0; i <= kMaxP2pOps; ++i) many.push_back({i % 2 == 1, a.data() + 32 * i, 16, 1 + i % 3, nullptr});
+  st = plan(0, many);
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("at most"), std::string::npos) << st.message();
+  st = plan(0, {{false, a.data(), 10, 4, nullptr}});
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  // Accepted: in place with one peer; all-to-all in place; zero bytes dropped.
+  EXPECT_TRUE(plan(0, {{false, a.data(), 1000, 1, nullptr}, {true, a.data(), 1000, 1, nullptr}}).isOk());
+  std::vector<P2pCall> a2a;
+  appendAllToAll(2, 4, a.data(), a.data(), 1000, nullptr, &a2a);
+  ASSERT_TRUE(plan(2, a2a).isOk());
+  EXPECT_EQ(d.npeers, 3);
+  EXPECT_EQ(d.nops, 7);  // 3 sends, 3 receives, one copy to itself
+  EXPECT_EQ(d.blocksPerPeer, 2);
+  EXPECT_EQ(nb, 6);
+  EXPECT_TRUE(plan(0, {{false, a.data(), 0, 1, nullptr}}).isOk());
+  EXPECT_EQ(d.nops, 0);
+}
+
+TEST(DeviceP2p, Geometry) {
+  EXPECT_EQ(p2pBlocksPerPeer(66, 2), 66);
+  EXPECT_EQ(p2pBlocksPerPeer(16, 8), 2);
+  EXPECT_EQ(p2pBlocksPerPeer(4, 8), 1);
+  EXPECT_EQ(p2pBlocksPerPeer(1000, 2), kMaxBlocks);
+  EXPECT_EQ(kP2pStageOff % 256, 0u);
+  EXPECT_EQ(p2pRegionBytes(4, 1024), kP2pStageOff + 3 * 2 * 1024);
+  // Staging slots: rank 2 of 4 keeps destinations 0, 1, 3 in slots 0, 1, 2; halves by sequence.
+  DevComm c;
+  c.p2pBytes = 1024;
+  std::vector<char> mem(p2pRegionBytes(4, 1024));
+  char* region = mem.data();
+  c.p2p[2] = region;
+  EXPECT_EQ(p2pStage(c, 2, 0, 2), region + kP2pStageOff);
+  EXPECT_EQ(p2pStage(c, 2, 0, 3), region + kP2pStageOff + 1024);
+  EXPECT_EQ(p2pStage(c, 2, 3, 1), region + kP2pStageOff + 5 * 1024);
+  static_assert(sizeof(P2pDesc) + sizeof(DevComm) < 4000, "kernel arguments must stay under 4 KiB");
 }
 
 }  // namespace

@@ -172,15 +172,29 @@ void testKindsAndNullStream() {
     CHECK(r == weftInvalidUsage && std::strstr(weftGetLastError(comm), "cudaStreamNonBlocking") != nullptr,
           "a blocking stream with ranks sharing a GPU gave %d: %s", static_cast<int>(r), weftGetLastError(comm));
     CUDA_OK(cudaStreamDestroy(blocking));
-    // Point-to-point and all-to-all refuse device buffers clearly.
-    r = weftSend(d, 16, weftFloat32, 1 - rank, comm, s);
-    CHECK(r == weftInvalidUsage, "send on device buffers gave %d", static_cast<int>(r));
-    r = weftAlltoAll(d, d, 16, weftFloat32, comm, s);
-    CHECK(r == weftInvalidUsage, "all-to-all on device buffers gave %d", static_cast<int>(r));
+    // Point-to-point and all-to-all: mixed kinds and the NULL stream are refused (nothing is
+    // launched, so the pair's sequences stay in step); then one exchange on device buffers.
+    r = weftAlltoAll(h.data(), d, 16, weftFloat32, comm, s);
+    CHECK(r == weftInvalidArgument, "all-to-all host send + device recv gave %d", static_cast<int>(r));
+    r = weftSend(d, 16, weftFloat32, 1 - rank, comm, nullptr);
+    CHECK(r == weftInvalidUsage && std::strstr(weftGetLastError(comm), "cudaStreamNonBlocking") != nullptr,
+          "a device send on the NULL stream with ranks sharing a GPU gave %d: %s", static_cast<int>(r), weftGetLastError(comm));
+    std::vector<float> mine(16, static_cast<float>(10 + rank)), got(16, 0.0f);
+    CUDA_OK(cudaMemcpy(d, mine.data(), 16 * sizeof(float), cudaMemcpyHostToDevice));
+    bar.arrive_and_wait();  // no cudaMemcpy (device-wide sync) while the peer's kernel runs
+    CHECK(weftGroupStart() == weftSuccess, "group start");
+    weftResult_t r1 = weftSend(d, 16, weftFloat32, 1 - rank, comm, s);
+    weftResult_t r2 = weftRecv(d + 16, 16, weftFloat32, 1 - rank, comm, s);
+    r = weftGroupEnd();
+    CHECK(r1 == weftSuccess && r2 == weftSuccess && r == weftSuccess, "device send/recv pair: %s", weftGetLastError(comm));
+    CUDA_OK(cudaMemcpyAsync(got.data(), d + 16, 16 * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    CHECK(got[0] == static_cast<float>(11 - rank) && got[15] == static_cast<float>(11 - rank), "device send/recv pair got %g",
+          got[0]);
     bar.arrive_and_wait();
     CUDA_OK(cudaFree(d));
   });
-  std::printf("kinds: mixed host/device refused, host path checked, NULL and blocking streams refused\n");
+  std::printf("kinds: mixed host/device refused, host path checked, NULL and blocking streams refused, a device send/recv pair checked\n");
 }
 
 // Calls of one communicator on two streams, never synchronised in between: the communicator
