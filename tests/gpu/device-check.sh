@@ -87,6 +87,10 @@ run "$bundle/bin/weft-device-coll-test" procs 2
 run env WEFT_CUDA_TWOSHOT_BYTES=1 WEFT_CUDA_STAGE_BYTES=65536 "$bundle/bin/weft-device-coll-test" threads 3 coll graph
 # A process rank killed while a kernel waits on it: the kernel ends at its deadline.
 run "$bundle/bin/weft-device-coll-test" procs 2 kill
+# Send/recv rings where "next" and "previous" are different peers (4 thread ranks), in groups.
+run "$bundle/bin/weft-device-coll-test" threads 4 p2p group
+# Host buffers with every GPU hidden (CUDA_VISIBLE_DEVICES=""): the host path never needs CUDA.
+run env CUDA_VISIBLE_DEVICES= "$bundle/bin/weft-bench" all_reduce --ranks 2 -b 8 -e 1M -f 32 -n 20 -w 2 -c 1 -d all -o all
 # The floor (empty graph-launched kernel) and the D2D copy vs our reduction kernel at 256 MiB.
 run "$bundle/bin/weft-device-bench"
 # The all-reduce: bf16 sum 16 KiB .. 256 MiB, 2 ranks sharing the GPU, results checked:
