@@ -41,6 +41,39 @@ for f in "$bundle"/bin/* "$bundle"/lib/*; do
   echo "-- ldd $f"
   ldd "$f"
 done
+status=0
+run() {
+  echo "== $*"
+  local t0 t1 rc
+  t0=$(date +%s%N)
+  # (line-buffered, so that a crash still shows how far the program got)
+  timeout "${STEP_TIMEOUT:-240}" stdbuf -oL -eL "$@"
+  rc=$?
+  t1=$(date +%s%N)
+  echo "-- exit $rc after $(( (t1 - t0) / 1000000 )) ms"
+  [ $rc -eq 0 ] || status=1
+}
+# Part 1, without MPS: every rank a thread of one process (so a failure to start MPS cannot hide
+# these results).
+run "$bundle/bin/weft-device-kernel-test"
+run "$bundle/bin/weft-device-test"
+# Every collective, send/recv, all-to-all, groups, registration, graph replays: ranks as threads.
+run "$bundle/bin/weft-device-coll-test" threads 2
+# The two-shot all-reduce forced for every size, several staging rounds, 3 ranks.
+run env WEFT_CUDA_TWOSHOT_BYTES=1 WEFT_CUDA_STAGE_BYTES=65536 "$bundle/bin/weft-device-coll-test" threads 3 coll graph
+# Send/recv rings where "next" and "previous" are different peers (4 thread ranks), in groups.
+run "$bundle/bin/weft-device-coll-test" threads 4 p2p group
+# Host buffers with every GPU hidden (CUDA_VISIBLE_DEVICES=""): the host path never needs CUDA.
+run env CUDA_VISIBLE_DEVICES= "$bundle/bin/weft-bench" all_reduce --ranks 2 -b 8 -e 1M -f 32 -n 20 -w 2 -c 1 -d all -o all
+# The floor (empty graph-launched kernel) and the D2D copy vs our reduction kernel at 256 MiB.
+run "$bundle/bin/weft-device-bench"
+# The all-reduce: bf16 sum 16 KiB .. 256 MiB, 2 ranks sharing the GPU, results checked:
+# as threads of one process (-t 2) here, as 2 processes below (CUDA IPC under MPS), eager (events
+# around 100 calls) and captured (-G 10: the 100 calls of a row in one graph per rank, launched 10 times).
+wb=("$bundle/bin/weft-bench" all_reduce --device -d bfloat16 -o sum -b 16K -e 256M -f 4 -n 100 -w 5 -c 1 -T 200)
+run "${wb[@]}" --ranks 2 -t 2
+run "${wb[@]}" --ranks 2 -t 2 -G 10
+# Part 2: ranks as processes, which share the GPU only under MPS.
 echo "== MPS"
 # Ranks as processes share the GPU through MPS (without it they time-slice: correct, never used for
 # latency figures). Started here with private pipe/log folders, stopped at the end.
@@ -66,40 +99,9 @@ fi
 stop_mps() { [ $mps_started -eq 1 ] && echo quit | nvidia-cuda-mps-control && echo "MPS stopped"; }
 trap stop_mps EXIT
 
-status=0
-run() {
-  echo "== $*"
-  local t0 t1 rc
-  t0=$(date +%s%N)
-  # (line-buffered, so that a crash still shows how far the program got)
-  timeout "${STEP_TIMEOUT:-240}" stdbuf -oL -eL "$@"
-  rc=$?
-  t1=$(date +%s%N)
-  echo "-- exit $rc after $(( (t1 - t0) / 1000000 )) ms"
-  [ $rc -eq 0 ] || status=1
-}
-run "$bundle/bin/weft-device-kernel-test"
-run "$bundle/bin/weft-device-test"
-# Every collective, groups, registration, graph replays: ranks as threads, then as processes.
-run "$bundle/bin/weft-device-coll-test" threads 2
 run "$bundle/bin/weft-device-coll-test" procs 2
-# The two-shot all-reduce forced for every size, several staging rounds, 3 ranks.
-run env WEFT_CUDA_TWOSHOT_BYTES=1 WEFT_CUDA_STAGE_BYTES=65536 "$bundle/bin/weft-device-coll-test" threads 3 coll graph
 # A process rank killed while a kernel waits on it: the kernel ends at its deadline.
 run "$bundle/bin/weft-device-coll-test" procs 2 kill
-# Send/recv rings where "next" and "previous" are different peers (4 thread ranks), in groups.
-run "$bundle/bin/weft-device-coll-test" threads 4 p2p group
-# Host buffers with every GPU hidden (CUDA_VISIBLE_DEVICES=""): the host path never needs CUDA.
-run env CUDA_VISIBLE_DEVICES= "$bundle/bin/weft-bench" all_reduce --ranks 2 -b 8 -e 1M -f 32 -n 20 -w 2 -c 1 -d all -o all
-# The floor (empty graph-launched kernel) and the D2D copy vs our reduction kernel at 256 MiB.
-run "$bundle/bin/weft-device-bench"
-# The all-reduce: bf16 sum 16 KiB .. 256 MiB, 2 ranks sharing the GPU, results checked:
-# as threads of one process (-t 2), then as 2 processes (CUDA IPC; MPS started above: without it
-# the library refuses and weft-bench prints why), eager (events around 100 calls) and captured
-# (-G 10: the 100 calls of a row in one graph per rank, launched 10 times).
-wb=("$bundle/bin/weft-bench" all_reduce --device -d bfloat16 -o sum -b 16K -e 256M -f 4 -n 100 -w 5 -c 1 -T 200)
-run "${wb[@]}" --ranks 2 -t 2
-run "${wb[@]}" --ranks 2 -t 2 -G 10
 run "${wb[@]}" --ranks 2
 run "${wb[@]}" --ranks 2 -G 10
 echo "== device-check: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
