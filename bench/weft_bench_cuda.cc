@@ -97,6 +97,10 @@ std::string streamDestroy(weftStream_t s) {
 
 std::string toDevice(void* dst, const void* src, size_t bytes, weftStream_t s) {
   if (bytes == 0) return "";
+  // Drained first: copies from or to pageable memory share the driver's staging buffer among the
+  // process's threads, and one queued behind a kernel that waits for a peer thread's next launch
+  // would hold it while that peer's copy waits (a hang until the kernel's deadline).
+  WB_CUDA(cudaStreamSynchronize(raw(s)), "cudaStreamSynchronize (before a copy to the device)");
   WB_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, raw(s)), "cudaMemcpyAsync (to the device)");
   WB_CUDA(cudaStreamSynchronize(raw(s)), "cudaStreamSynchronize (after a copy to the device)");
   return "";
@@ -104,6 +108,7 @@ std::string toDevice(void* dst, const void* src, size_t bytes, weftStream_t s) {
 
 std::string toHost(void* dst, const void* src, size_t bytes, weftStream_t s) {
   if (bytes == 0) return "";
+  WB_CUDA(cudaStreamSynchronize(raw(s)), "cudaStreamSynchronize (before a copy to the host)");  // (see toDevice)
   WB_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, raw(s)), "cudaMemcpyAsync (to the host)");
   WB_CUDA(cudaStreamSynchronize(raw(s)), "cudaStreamSynchronize (after a copy to the host)");
   return "";

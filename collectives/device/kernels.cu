@@ -312,6 +312,21 @@ int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void*
                                            static_cast<cudaStream_t>(stream)));
 }
 
+int preloadKernels() {
+  // cudaFuncGetAttributes loads a function that lazy loading (CUDA_MODULE_LOADING=LAZY, the default
+  // since CUDA 12.2) has not loaded yet.
+  cudaFuncAttributes attr;
+  for (int t = 0; t < kNumDataTypes; ++t)
+    for (RedOp op : {RedOp::kSum, RedOp::kProd, RedOp::kMax, RedOp::kMin}) {
+      void* fn = kernelFor<CollK>(static_cast<DataType>(t), op);
+      if (fn == nullptr) continue;
+      const cudaError_t e = cudaFuncGetAttributes(&attr, fn);
+      if (e != cudaSuccess) return static_cast<int>(e);
+    }
+  const cudaError_t e = cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(p2pKernel));
+  return static_cast<int>(e);
+}
+
 int launchEmpty(void* stream) {
   emptyKernel<<<1, 1, 0, static_cast<cudaStream_t>(stream)>>>();
   return static_cast<int>(cudaGetLastError());

@@ -21,6 +21,12 @@ int launchP2p(const DevComm& c, const P2pDesc& d, int nblocks, void* stream);
 // dst = a OP b elementwise (kAvg: the sum, as the host's reduce()).
 int launchReduce2(DataType type, RedOp op, void* dst, const void* a, const void* b, size_t count, void* stream);
 
+// Loads every collective and point-to-point kernel into the current device's context now. With lazy
+// loading, a kernel's first launch may have to synchronise the context to load it; if a peer
+// thread's kernel is already waiting for this rank's launch, that is a deadlock (until the
+// deadline). So the kernels are loaded at a communicator's init instead, before any of them runs.
+int preloadKernels();
+
 // An empty kernel (the launch floor in benchmarks).
 int launchEmpty(void* stream);
 

@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -470,6 +471,12 @@ class CudaComm final : public DeviceComm {
       release();
       return Status::ok();
     }
+    // No rank launches a kernel before every rank has finished its init's device work: rank 0's
+    // cudaHostUnregister of the unused segment (dropSegment above) waits for the whole device, and a
+    // peer thread's first kernel, already waiting for rank 0, would hold it until that kernel's
+    // deadline (seen on an H200: the first call of thread ranks timed out).
+    s = bs.barrier(deadline);
+    if (!s) return s;
     dc_.timeoutNs = opts.timeoutMs * kNsPerMs;
     twoShotBytes_ = static_cast<size_t>(all[0].twoShotBytes);
     // Peers' kernels wait on each other: the grids of all ranks on one GPU must fit on it at once.
@@ -610,6 +617,20 @@ class CudaComm final : public DeviceComm {
     int sms = 0;
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     me->sms = sms;
+    {
+      // Load every kernel once per process and device, before any of ours can run (kernels.h).
+      static std::mutex mu;
+      static std::set<int> loaded;
+      std::lock_guard<std::mutex> g(mu);
+      if (loaded.count(dev) == 0) {
+        const int e = preloadKernels();
+        if (e != 0) {
+          cudaGetLastError();
+          return std::string("loading the collective kernels: ") + cudaName(e);
+        }
+        loaded.insert(dev);
+      }
+    }
     if (cudaDeviceGetPCIBusId(me->busId, sizeof me->busId, dev) != cudaSuccess) {
       cudaGetLastError();
       std::snprintf(me->busId, sizeof me->busId, "ordinal-%d", dev);
@@ -831,8 +852,22 @@ class CudaComm final : public DeviceComm {
       return invalidUsage("ranks of this communicator share GPU " + std::to_string(dev_) +
                           " in this process: the legacy default stream (0) serialises their kernels (a hang); pass a "
                           "stream created with cudaStreamNonBlocking");
+    // A captured call's graph is launched on whatever stream the application picks at replay, so the
+    // capturing stream's flags do not matter there (and querying them during a capture is refused:
+    // "operation not permitted when stream is capturing", which invalidates the capture).
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &cs) != cudaSuccess) {
+      cudaGetLastError();
+      cs = cudaStreamCaptureStatusNone;
+    }
+    if (cs != cudaStreamCaptureStatusNone) return Status::ok();
+    // Another thread (a peer rank) may be capturing in global mode: this query must not count as
+    // an unsafe call against its capture.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
     unsigned flags = 0;
     const cudaError_t e = cudaStreamGetFlags(stream, &flags);
+    cudaThreadExchangeStreamCaptureMode(&mode);
     if (e != cudaSuccess) {
       cudaGetLastError();
       return cudaFail("cudaStreamGetFlags", e);

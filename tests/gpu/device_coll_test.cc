@@ -71,10 +71,16 @@ struct Dev {
 };
 
 void toDev(const Ctx& c, char* d, const Bytes& h, size_t bytes) {
+  CUDA_OK(cudaStreamSynchronize(c.s));  // (see fromDev)
   if (bytes) CUDA_OK(cudaMemcpyAsync(d, h.data(), bytes, cudaMemcpyHostToDevice, c.s));
 }
+// Copies between pageable host memory and the device go through the driver's staging buffer, which
+// the process's threads share: a copy queued behind a kernel that waits for a peer thread's next
+// launch holds it while that peer's own copy waits for it (a hang until the kernel's deadline, seen
+// on an H200 with ranks as threads). So the stream is drained before every copy.
 Bytes fromDev(const Ctx& c, const char* d, size_t bytes) {
   Bytes h(bytes + 1);
+  CUDA_OK(cudaStreamSynchronize(c.s));
   if (bytes) CUDA_OK(cudaMemcpyAsync(h.data(), d, bytes, cudaMemcpyDeviceToHost, c.s));
   CUDA_OK(cudaStreamSynchronize(c.s));
   return h;
@@ -349,6 +355,7 @@ void testGraph(const Ctx& c, const Dev& d) {
     for (size_t i = count; i < 4 * count; ++i) in[i] = 0;
     CUDA_OK(cudaMemcpyAsync(d.a, in.data(), in.size() * 4, cudaMemcpyHostToDevice, c.s));
     CUDA_OK(cudaGraphLaunch(exec, c.s));
+    CUDA_OK(cudaStreamSynchronize(c.s));  // no pageable copy queued behind a waiting kernel (fromDev)
     CUDA_OK(cudaMemcpyAsync(got.data(), d.a, got.size() * 4, cudaMemcpyDeviceToHost, c.s));
     CUDA_OK(cudaStreamSynchronize(c.s));
     // After all-gather, b = [in_0 .. in_{n-1}] (count each); reduce-scatter gives rank r the sum
@@ -404,6 +411,7 @@ void testGraphP2p(const Ctx& c, const Dev& d) {
     CUDA_OK(cudaMemcpyAsync(d.a, in.data(), count * 4, cudaMemcpyHostToDevice, c.s));
     CUDA_OK(cudaMemcpyAsync(a2a, ain.data(), ain.size() * 4, cudaMemcpyHostToDevice, c.s));
     CUDA_OK(cudaGraphLaunch(exec, c.s));
+    CUDA_OK(cudaStreamSynchronize(c.s));  // (see fromDev)
     CUDA_OK(cudaMemcpyAsync(got.data(), d.b, count * 4, cudaMemcpyDeviceToHost, c.s));
     CUDA_OK(cudaMemcpyAsync(agot.data(), a2a, agot.size() * 4, cudaMemcpyDeviceToHost, c.s));
     CUDA_OK(cudaStreamSynchronize(c.s));

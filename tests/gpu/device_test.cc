@@ -45,6 +45,7 @@ void testResults(int n) {
     char *dsend = nullptr, *drecv = nullptr;
     CUDA_OK(cudaMalloc(&dsend, maxBytes));
     CUDA_OK(cudaMalloc(&drecv, maxBytes));
+    bar.arrive_and_wait();  // no rank launches while another may still be allocating
     for (int t = 0; t < weftNumTypes; ++t)
       for (int o = 0; o < weftNumOps; ++o)
         for (size_t count : counts)
@@ -113,6 +114,9 @@ void testGraphReplays() {
       }
       CUDA_OK(cudaMemcpyAsync(dsend, in.data(), bytes, cudaMemcpyHostToDevice, s));
       CUDA_OK(cudaGraphLaunch(exec, s));
+      // Drained first: a pageable copy queued behind a kernel that waits for the peer thread holds
+      // the driver's staging buffer the peer's own copy needs (a hang until the deadline).
+      CUDA_OK(cudaStreamSynchronize(s));
       CUDA_OK(cudaMemcpyAsync(got.data(), drecv, bytes, cudaMemcpyDeviceToHost, s));
       CUDA_OK(cudaStreamSynchronize(s));
       bool replayBad = false;
