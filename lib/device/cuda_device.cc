@@ -475,7 +475,7 @@ class CudaComm final : public DeviceComm {
     }
     maxBlocks_ = std::max(1, maxBlocks_);
     WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d (%s), %s, %d blocks max, %zu staging bytes x2, two-shot from %zu bytes, "
-              "point-to-point %zu bytes x2 per peer, %d blocks per peer",
+              "point-to-point %zu bytes x2 per peer, %d blocks per peer and direction",
               rank, n, me.device, me.busId, multiProcess_ ? "ranks in several processes (CUDA IPC)" : "ranks are threads of one process",
               maxBlocks_, static_cast<size_t>(dc_.stageBytes), twoShotBytes_, static_cast<size_t>(dc_.p2pBytes),
               p2pBlocksPerPeer(maxBlocks_, n));

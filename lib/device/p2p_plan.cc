@@ -59,6 +59,7 @@ Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std
       rounds[k] += (calls[i].bytes + p2pBytes - 1) / p2pBytes;
     }
   }
+  std::vector<bool> afterSend(n, false);
   for (size_t i = 0; i < n; ++i) {
     if (calls[i].recv) continue;
     for (size_t j = 0; j < n; ++j) {
@@ -66,6 +67,7 @@ Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std
       const bool same = calls[i].buf == calls[j].buf && calls[i].bytes == calls[j].bytes &&
                         calls[i].peer == calls[j].peer && pos[i] == pos[j];
       const bool lockstep = same && (calls[i].peer == rank || roundsBefore[i] == roundsBefore[j]);
+      if (lockstep && calls[i].peer != rank) afterSend[j] = true;
       if (!lockstep)
         return invalidUsage(name(calls[i], rank) + " reads a buffer that " + name(calls[j], rank) +
                             " of the same group writes: only the in-place forms are allowed (the same buffer and "
@@ -88,7 +90,7 @@ Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std
   if (nops > static_cast<size_t>(kMaxP2pOps))
     return invalidUsage("a group of " + std::to_string(nops) + " device sends/receives (sends to itself counted once) " +
                         "on one communicator: at most " + std::to_string(kMaxP2pOps) + " per group");
-  bool peerUsed[kMaxRanks] = {};
+  bool laneUsed[2 * kMaxRanks] = {};
   size_t k = 0;
   uint64_t selfBytes = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -106,18 +108,27 @@ Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std
     } else if (c.recv) {
       o.dir = kP2pRecv;
       o.dst = static_cast<char*>(c.buf);
+      o.afterSend = afterSend[i] ? 1 : 0;
     } else {
       o.dir = kP2pSend;
       o.src = static_cast<const char*>(c.buf);
     }
-    if (c.peer != rank) peerUsed[c.peer] = true;
+    if (c.peer != rank) laneUsed[2 * c.peer + (c.recv ? kP2pRecv : kP2pSend)] = true;
     desc->ops[desc->nops++] = o;
   }
-  for (int p = 0; p < nranks && p < kMaxRanks; ++p)
-    if (peerUsed[p]) desc->peers[desc->npeers++] = p;
+  for (int l = 0; l < 2 * nranks && l < 2 * kMaxRanks; ++l)
+    if (laneUsed[l]) desc->lanes[desc->nlanes++] = l;
   desc->blocksPerPeer = p2pBlocksPerPeer(maxBlocks, nranks);
-  if (desc->npeers > 0) {
-    *nblocks = desc->npeers * desc->blocksPerPeer;
+  if (desc->nlanes > 0) {
+    // Every lane's blocks wait on peers while the others run: they must all be resident at once,
+    // which the grid bound (SMs / ranks on the GPU) is the communicator's promise of.
+    if (desc->nlanes * desc->blocksPerPeer > std::max(1, maxBlocks))
+      return invalidUsage("this group needs " + std::to_string(desc->nlanes) +
+                          " blocks resident at once (one per peer and direction: its sends to and receives from " +
+                          "other ranks) but the communicator's grid bound is " + std::to_string(std::max(1, maxBlocks)) +
+                          " (SMs per rank on this GPU): use fewer peers per group (split an all-to-all into "
+                          "groups of fewer peers) or fewer ranks per GPU");
+    *nblocks = desc->nlanes * desc->blocksPerPeer;
   } else {
     // Only copies to itself: about 32 KiB per block, up to the grid bound.
     const uint64_t perBlock = static_cast<uint64_t>(kBlockThreads) * kGranule * 4;

@@ -31,7 +31,10 @@ void appendAllToAll(int rank, int nranks, const void* send, void* recv, size_t b
 // this rank without a matching receive from it in the same launch (or of another size), a send
 // buffer overlapping a receive buffer other than in the in-place forms protocol.h allows (same
 // peer, same position among that pair's sends and receives, the same buffer and size, and the same
-// rounds before it; or a send to itself into the same buffer). Zero-byte operations are dropped.
+// rounds before it; or a send to itself into the same buffer), more lanes (peers and directions
+// used) than the grid bound holds at one block each (the lanes wait on each other's peers, so
+// they must all be resident). Zero-byte operations are dropped. A receive in place is marked
+// afterSend (protocol.h: its rounds wait for this rank's own send of the same rounds).
 // maxBlocks: the communicator's grid bound; p2pBytes: staging bytes per half (rounds).
 Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std::vector<P2pCall>& calls,
                P2pDesc* desc, int* nblocks);
