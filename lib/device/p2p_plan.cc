@@ -137,4 +137,43 @@ Status planP2p(int rank, int nranks, int maxBlocks, uint64_t p2pBytes, const std
   return Status::ok();
 }
 
+bool DeviceGroup::keepsCollectives(const void* comm) const {
+  return std::any_of(items_.begin(), items_.end(), [&](const Item& i) { return i.p2p && i.comm == comm; });
+}
+
+void DeviceGroup::addP2p(const void* comm, const P2pCall& call) { items_.push_back({comm, true, call, 0}); }
+
+void DeviceGroup::addCollective(const void* comm, size_t index) { items_.push_back({comm, false, P2pCall{}, index}); }
+
+Status DeviceGroup::launches(std::vector<Launch>* out) const {
+  out->clear();
+  std::vector<const void*> comms;
+  for (const Item& i : items_)
+    if (std::find(comms.begin(), comms.end(), i.comm) == comms.end()) comms.push_back(i.comm);
+  int p2pComms = 0;
+  for (const void* c : comms)
+    if (keepsCollectives(c)) ++p2pComms;
+  if (p2pComms > 1)
+    return invalidUsage("a group has device sends/receives (or all-to-all) on " + std::to_string(p2pComms) +
+                        " communicators: at most one per group (each communicator runs as its own kernel, and two "
+                        "ranks could queue them in opposite orders and wait on each other forever); use one group "
+                        "per communicator, in the same order on every rank (none of the group's device sends, "
+                        "receives and the collectives kept with them was run)");
+  for (const void* c : comms)
+    for (const Item& i : items_) {
+      if (i.comm != c) continue;
+      if (i.p2p && !out->empty() && out->back().p2p && out->back().comm == c) {
+        out->back().calls.push_back(i.call);
+        continue;
+      }
+      Launch l;
+      l.comm = c;
+      l.p2p = i.p2p;
+      if (i.p2p) l.calls.push_back(i.call);
+      l.index = i.index;
+      out->push_back(std::move(l));
+    }
+  return Status::ok();
+}
+
 }  // namespace weft::device

@@ -1102,6 +1102,64 @@ TEST(DeviceP2p, PlannerRefusals) {
   EXPECT_EQ(d.nops, 0);
 }
 
+// weftGroupEnd's launches (api.cc through DeviceGroup, the part that needs no GPU): a
+// communicator's collectives posted after its first send/receive are kept and run in posting order
+// with them (review finding 3: an all-reduce ran ahead of a grouped all-to-all, so the group
+// {all-to-all, all-reduce} on one rank and the same calls ungrouped on another deadlocked), and
+// sends/receives on two communicators in one group are refused (finding 2).
+TEST(DeviceP2p, GroupLaunchOrder) {
+  int c1 = 0, c2 = 0;
+  char a[64], b[64];
+  DeviceGroup g;
+  EXPECT_FALSE(g.keepsCollectives(&c1));  // before a send/receive: launched when posted
+  std::vector<P2pCall> a2a;
+  appendAllToAll(0, 2, a, b, 32, nullptr, &a2a);
+  for (auto& x : a2a) g.addP2p(&c1, x);
+  EXPECT_TRUE(g.keepsCollectives(&c1));
+  EXPECT_FALSE(g.keepsCollectives(&c2));
+  g.addCollective(&c1, 0);                                  // the all-reduce after the all-to-all
+  g.addP2p(&c1, {false, a, 8, 1, nullptr});                 // two more sends/receives: one kernel
+  g.addP2p(&c1, {true, b, 8, 1, nullptr});
+  g.addCollective(&c1, 1);
+  std::vector<DeviceGroup::Launch> l;
+  ASSERT_TRUE(g.launches(&l).isOk());
+  ASSERT_EQ(l.size(), 4u);
+  EXPECT_TRUE(l[0].p2p);
+  EXPECT_EQ(l[0].calls.size(), a2a.size());
+  EXPECT_FALSE(l[1].p2p);
+  EXPECT_EQ(l[1].index, 0u);
+  EXPECT_TRUE(l[2].p2p);
+  ASSERT_EQ(l[2].calls.size(), 2u);
+  EXPECT_FALSE(l[2].calls[0].recv);
+  EXPECT_TRUE(l[2].calls[1].recv);
+  EXPECT_FALSE(l[3].p2p);
+  EXPECT_EQ(l[3].index, 1u);
+  for (auto& x : l) EXPECT_EQ(x.comm, &c1);
+  // A second communicator with only collectives kept? None are (they ran when posted); with a
+  // send/receive of its own the group is refused, nothing launched.
+  g.addP2p(&c2, {true, b, 8, 1, nullptr});
+  Status st = g.launches(&l);
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("2 communicators"), std::string::npos) << st.message();
+  EXPECT_TRUE(l.empty());
+}
+
+// A group whose last send the peer needs before it sends what the group receives: rank 0's group
+// {send 1000, recv 600, recv 300, send 100} is one launch; rank 1 receives both messages first,
+// then sends, call by call. The send lane finishes both sends while the receive lane waits (in
+// lockstep, rank 0 stopped at its first receive and rank 1 never got the 100 bytes).
+TEST(DeviceP2p, GroupedAndUngroupedRanksAgree) {
+  std::vector<std::vector<Launch>> s(2);
+  // rank 0's group {send 1000, recv 600, recv 300, send 100} fuses into one launch;
+  s[0].push_back({{TOp::kSend, 1, 1000}, {TOp::kRecv, 1, 600}, {TOp::kRecv, 1, 300}, {TOp::kSend, 1, 100}});
+  // rank 1 posts the same messages call by call, receives first.
+  s[1].push_back({{TOp::kRecv, 0, 1000}});
+  s[1].push_back({{TOp::kRecv, 0, 100}});
+  s[1].push_back({{TOp::kSend, 0, 600}});
+  s[1].push_back({{TOp::kSend, 0, 300}});
+  runScript(2, 128, 2, s, "grouped vs ungrouped, receives first");
+}
+
 TEST(DeviceP2p, Geometry) {
   EXPECT_EQ(p2pBlocksPerPeer(66, 2), 33);  // per lane: a peer's sends, or its receives
   EXPECT_EQ(p2pBlocksPerPeer(16, 8), 1);
