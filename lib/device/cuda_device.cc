@@ -579,7 +579,9 @@ class CudaComm final : public DeviceComm {
                                         " ms (WEFT_TIMEOUT_MS); is that rank alive and calling the same " +
                                         (errorHost_->what == kWhatColl ? "collective?" : "sends and receives?"));
     if (code == kWaitPeerAborted)
-      return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile");
+      return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile, or whose own GPU kernel gave up "
+                                           "(a timeout, or a receive whose count did not match this rank's send: that "
+                                           "rank's weftCommGetAsyncError says which)");
     return Status(Code::kRemote, where + " and was aborted (weftCommAbort)");
   }
 
@@ -661,7 +663,10 @@ class CudaComm final : public DeviceComm {
     // launch a kernel that would read it.
     for (int p = 0; p < dc_.nranks; ++p)
       if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
-        return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
+        return remoteError("rank " + std::to_string(p) +
+                           " of this communicator was aborted or destroyed, or one of its GPU kernels gave up (a timeout, "
+                           "or a receive whose count did not match this rank's send: that rank's weftCommGetAsyncError "
+                           "says which)");
     return Status::ok();
   }
 
