@@ -790,6 +790,44 @@ TEST(DeviceP2p, GroupedSendRecvVsSendThenRecv) {
   u[2].push_back({{TOp::kRecv, 1, 3000}});
   runScript(3, 256, 4, u, "pipeline stage grouped, neighbours ungrouped");
 }
+// Random groups on 3 ranks (the reviewer's check, kept): per ordered pair 0-2 messages of 1-2000
+// bytes, each rank one group with its sends and receives in a random interleaving (the order within
+// a pair and direction kept), one block per lane.
+TEST(DeviceP2p, RandomGroupsOnThreeRanks) {
+  std::mt19937 rng(7);
+  const int n = 3;
+  for (int it = 0; it < 30; ++it) {
+    std::vector<std::vector<std::vector<size_t>>> msgs(n, std::vector<std::vector<size_t>>(n));
+    for (int a = 0; a < n; ++a)
+      for (int b = 0; b < n; ++b)
+        if (a != b)
+          for (unsigned j = 0, k = rng() % 3; j < k; ++j) msgs[a][b].push_back(1 + rng() % 2000);
+    std::vector<std::vector<Launch>> s(n);
+    for (int r = 0; r < n; ++r) {
+      std::vector<std::vector<TOp>> lists;  // per peer and direction, in order
+      for (int p = 0; p < n; ++p) {
+        if (p == r) continue;
+        lists.emplace_back();
+        for (size_t b : msgs[r][p]) lists.back().push_back({TOp::kSend, p, b});
+        lists.emplace_back();
+        for (size_t b : msgs[p][r]) lists.back().push_back({TOp::kRecv, p, b});
+      }
+      std::vector<size_t> next(lists.size(), 0);
+      Launch group;
+      for (;;) {
+        std::vector<size_t> live;
+        for (size_t q = 0; q < lists.size(); ++q)
+          if (next[q] < lists[q].size()) live.push_back(q);
+        if (live.empty()) break;
+        const size_t q = live[rng() % live.size()];
+        group.push_back(lists[q][next[q]++]);
+      }
+      s[r].push_back(group);
+    }
+    runScript(n, 256, 4, s, "random groups " + std::to_string(it));
+  }
+}
+
 // Lanes run independently, so the in-place forms rely on the receive lane waiting for this rank's
 // own send of each round: many rounds, one block per lane and several, both sides grouped.
 TEST(DeviceP2p, InPlaceManyRoundsWithLanes) {
