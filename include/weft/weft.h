@@ -259,9 +259,12 @@ WEFT_API weftResult_t weftBarrier(weftComm_t comm, weftStream_t stream);
  * Outside a group each call completes before it returns; inside a group (weftGroupStart/End) sends
  * and receives may be posted in any order on each rank and still complete.
  * Device buffers: stream-ordered; the device sends and receives (and all-to-alls) of one
- * communicator in a group run as one kernel at weftGroupEnd and must use one stream; a group may not
- * mix them with host-buffer operations of that communicator (weftInvalidUsage). A send to itself
- * needs its receive in the same group. A count mismatch is reported by weftCommGetAsyncError. */
+ * communicator in a group run at weftGroupEnd, in posting order with that communicator's device
+ * collectives posted after the first of them, consecutive ones as one kernel on one stream; a group
+ * may not mix them with host-buffer operations of that communicator, nor have device sends/receives
+ * on two communicators, nor need more blocks (one per peer and direction) than the communicator's
+ * grid bound (weftInvalidUsage). A send to itself needs its receive in the same group. A count
+ * mismatch is reported by weftCommGetAsyncError. */
 WEFT_API weftResult_t weftSend(const void* sendbuff, size_t count, weftDataType_t datatype, int peer,
                                weftComm_t comm, weftStream_t stream);
 WEFT_API weftResult_t weftRecv(void* recvbuff, size_t count, weftDataType_t datatype, int peer, weftComm_t comm,

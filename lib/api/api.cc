@@ -244,13 +244,12 @@ struct PendingOp {
 };
 thread_local int tlsGroupDepth = 0;
 thread_local std::vector<PendingOp> tlsGroupOps;
-// Device sends and receives posted inside a group: one kernel per communicator at the outermost
-// weftGroupEnd (lib/device/p2p_plan.h).
-struct PendingP2p {
-  weftComm_t comm;
-  weft::device::P2pCall call;
-};
-thread_local std::vector<PendingP2p> tlsGroupP2p;
+// Device sends and receives posted inside a group, and the device collectives kept with them (on a
+// communicator that has device sends/receives in the group): launched at the outermost
+// weftGroupEnd in posting order per communicator, consecutive sends/receives as one kernel
+// (lib/device/p2p_plan.h DeviceGroup).
+thread_local weft::device::DeviceGroup tlsDeviceGroup;
+thread_local std::vector<weft::device::DeviceCall> tlsGroupDeviceColls;
 // Window registrations posted inside a group: exchanged at the outermost weftGroupEnd (one thread
 // may drive several ranks; see there).
 struct PendingWindow {
@@ -266,9 +265,12 @@ thread_local std::vector<PendingWindow> tlsGroupWindows;
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
 // Both buffers must be of one kind. Device collectives are stream-ordered; inside
 // weftGroupStart/End they are launched when posted, in posting order (each on its stream), which
-// is what the group would do with them. Device sends, receives and all-to-all are one kernel per
-// call, or, inside a group, one kernel per communicator for all of them at the outermost
-// weftGroupEnd (so that sends and receives of the group never wait on each other's launches).
+// is what the group would do with them, until the group has a device send/receive on their
+// communicator: from then on they are kept and launched at weftGroupEnd in posting order with the
+// sends and receives. Device sends, receives and all-to-all are one kernel per call, or, inside a
+// group, one kernel per run of consecutive ones of a communicator at the outermost weftGroupEnd
+// (so that sends and receives of the group never wait on each other's launches). Device
+// sends/receives on two communicators in one group are refused there (DeviceGroup).
 weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine::OpDesc& d, bool* handled) {
   using weft::device::MemKind;
   *handled = false;
@@ -291,7 +293,7 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
     else
       calls.push_back({true, d.recvbuff, bytes, d.root, d.stream});
     if (tlsGroupDepth > 0) {
-      for (auto& x : calls) tlsGroupP2p.push_back({comm, x});
+      for (auto& x : calls) tlsDeviceGroup.addP2p(comm, x);
       return weftSuccess;
     }
     CallGuard guard(comm);
@@ -303,12 +305,6 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
     if (s) s = comm->device->runP2p(calls);
     return report(s, call);
   }
-  CallGuard guard(comm);
-  if (guard.busy())
-    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
-                                     "may use a communicator"),
-                  call);
-  weft::Status s = comm->impl->asyncError();
   weft::device::DeviceCall dc;
   dc.coll = d.coll;
   dc.send = d.sendbuff;
@@ -318,6 +314,17 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
   dc.op = d.op;
   dc.root = d.root;
   dc.stream = d.stream;
+  if (tlsGroupDepth > 0 && tlsDeviceGroup.keepsCollectives(comm)) {
+    tlsDeviceGroup.addCollective(comm, tlsGroupDeviceColls.size());
+    tlsGroupDeviceColls.push_back(dc);
+    return weftSuccess;
+  }
+  CallGuard guard(comm);
+  if (guard.busy())
+    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
+                                     "may use a communicator"),
+                  call);
+  weft::Status s = comm->impl->asyncError();
   if (s) s = comm->device->run(dc);
   return report(s, call);
 }
@@ -801,20 +808,27 @@ WEFT_API weftResult_t weftGroupEnd(void) {
     ops.swap(tlsGroupOps);
     std::vector<PendingWindow> wins;
     wins.swap(tlsGroupWindows);
-    std::vector<PendingP2p> p2p;
-    p2p.swap(tlsGroupP2p);
+    weft::device::DeviceGroup devGroup;
+    std::swap(devGroup, tlsDeviceGroup);
+    std::vector<weft::device::DeviceCall> devColls;
+    devColls.swap(tlsGroupDeviceColls);
     weftResult_t winResult = openPendingWindows(wins);
     weftResult_t result = weftSuccess;
-    // Device sends and receives: one kernel per communicator (launched, not waited for). A
-    // communicator whose group also has host-buffer operations runs neither: a host operation's
-    // peer may have posted its side on device buffers (or the reverse), which no kernel and no host
-    // channel could match.
+    // Device sends and receives (and the collectives kept with them): per communicator, kernels in
+    // posting order (launched, not waited for). A communicator whose group also has host-buffer
+    // operations runs neither: a host operation's peer may have posted its side on device buffers
+    // (or the reverse), which no kernel and no host channel could match.
     std::vector<weftComm_t> refused;
     {
-      std::vector<weftComm_t> p2pComms;
-      for (auto& p : p2p)
-        if (std::find(p2pComms.begin(), p2pComms.end(), p.comm) == p2pComms.end()) p2pComms.push_back(p.comm);
-      for (weftComm_t c : p2pComms) {
+      std::vector<weft::device::DeviceGroup::Launch> launches;
+      weft::Status gs = devGroup.launches(&launches);
+      if (!gs) result = report(gs, "weftGroupEnd");
+      std::vector<weftComm_t> devComms;
+      for (auto& l : launches) {
+        weftComm_t c = static_cast<weftComm_t>(const_cast<void*>(l.comm));
+        if (std::find(devComms.begin(), devComms.end(), c) == devComms.end()) devComms.push_back(c);
+      }
+      for (weftComm_t c : devComms) {
         const bool mixed = std::any_of(ops.begin(), ops.end(), [&](const PendingOp& o) { return o.comm == c; });
         weft::Status s;
         if (mixed) {
@@ -822,12 +836,13 @@ WEFT_API weftResult_t weftGroupEnd(void) {
           s = weft::invalidUsage("a group mixes device-buffer sends/receives (or all-to-all) with host-buffer operations on "
                                  "one communicator: put them in separate groups (none of them was run)");
         } else {
-          std::vector<weft::device::P2pCall> mine;
-          for (auto& p : p2p)
-            if (p.comm == c) mine.push_back(p.call);
           CallGuard guard(c);
           s = guard.busy() ? weft::invalidUsage("another thread is in a call on this communicator") : c->impl->asyncError();
-          if (s) s = c->device->runP2p(mine);
+          for (auto& l : launches) {
+            if (!s) break;
+            if (l.comm != c) continue;
+            s = l.p2p ? c->device->runP2p(l.calls) : c->device->run(devColls[l.index]);
+          }
         }
         if (!s && result == weftSuccess) result = report(s, "weftGroupEnd");
       }

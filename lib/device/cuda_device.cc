@@ -488,7 +488,7 @@ class CudaComm final : public DeviceComm {
     }
     maxBlocks_ = std::max(1, maxBlocks_);
     WEFT_INFO(INIT, "device path: rank %d of %d on GPU %d (%s), %s, %d blocks max, %zu staging bytes x2, two-shot from %zu bytes, "
-              "point-to-point %zu bytes x2 per peer, %d blocks per peer",
+              "point-to-point %zu bytes x2 per peer, %d blocks per peer and direction",
               rank, n, me.device, me.busId, multiProcess_ ? "ranks in several processes (CUDA IPC)" : "ranks are threads of one process",
               maxBlocks_, static_cast<size_t>(dc_.stageBytes), twoShotBytes_, static_cast<size_t>(dc_.p2pBytes),
               p2pBlocksPerPeer(maxBlocks_, n));
@@ -592,7 +592,9 @@ class CudaComm final : public DeviceComm {
                                         " ms (WEFT_TIMEOUT_MS); is that rank alive and calling the same " +
                                         (errorHost_->what == kWhatColl ? "collective?" : "sends and receives?"));
     if (code == kWaitPeerAborted)
-      return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile");
+      return Status(Code::kRemote, where + ", which was aborted or destroyed meanwhile, or whose own GPU kernel gave up "
+                                           "(a timeout, or a receive whose count did not match this rank's send: that "
+                                           "rank's weftCommGetAsyncError says which)");
     return Status(Code::kRemote, where + " and was aborted (weftCommAbort)");
   }
 
@@ -688,7 +690,10 @@ class CudaComm final : public DeviceComm {
     // launch a kernel that would read it.
     for (int p = 0; p < dc_.nranks; ++p)
       if (p != dc_.rank && peerAbortHost_[p] != nullptr && __atomic_load_n(peerAbortHost_[p], __ATOMIC_ACQUIRE) != 0)
-        return remoteError("rank " + std::to_string(p) + " of this communicator was aborted or destroyed");
+        return remoteError("rank " + std::to_string(p) +
+                           " of this communicator was aborted or destroyed, or one of its GPU kernels gave up (a timeout, "
+                           "or a receive whose count did not match this rank's send: that rank's weftCommGetAsyncError "
+                           "says which)");
     return Status::ok();
   }
 

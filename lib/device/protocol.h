@@ -432,7 +432,11 @@ WEFT_HD uint32_t runCall(const DevComm& c, const CallDesc& d, X& x) {
 //               count (a mismatch gives up with kWaitMismatch: the pair's counters would otherwise
 //               silently desynchronise); copy b's granules of stage_s[d][q & 1] into the user's
 //               buffer; release-publish ack_d[s][b] = q.
-// Ownership: pair block b (of P), thread t owns staging granule G when G mod (P * threads) is
+// Lanes. A launch gives every (peer, direction) it uses its own P = p2pBlocksPerPeer blocks: the
+// send lane of peer d runs this rank's sends to d, round after round; the receive lane of peer s its
+// receives from s. The two directions of a pair never wait on each other inside a rank (but for
+// the in-place rule below), as NCCL's sends and receives progress independently.
+// Ownership: lane block b (of P), thread t owns staging granule G when G mod (P * threads) is
 // b * threads + t, for every round of every call: P is fixed per communicator (a function of the
 // comm-agreed grid bound and nranks), so the flags of pair block b cover exactly the granules pair
 // block b touches, on both ranks and across calls (the collectives' grid may change per call, the
@@ -445,18 +449,27 @@ WEFT_HD uint32_t runCall(const DevComm& c, const CallDesc& d, X& x) {
 // before sent[0] = q and reads it after sent[0] >= q, before ack[0] = q). Sequences are per pair and
 // direction and persist in device memory, so the argument holds across calls and launches.
 // Deadlock freedom. One launch carries every send and receive a rank posted in a group (an
-// ungrouped weftSend/weftRecv is a launch of its own); each peer gets its own P blocks, all resident
-// together (grid <= the grid bound, as the collectives'), so no peer's progress waits for another
-// peer's. With one peer, a block runs send round k then receive round k, for k = 0, 1, ...: send
-// round k of s waits only for d's receive round k - 2, which needs d's send round k - 2 (waiting on
-// s's receive round k - 4) and s's send round k - 2: by induction every wait is on a strictly
-// earlier round, so the pair progresses. (Separate kernels for a send and a receive would deadlock:
-// a send kernel waiting for an ack queued on the peer behind the peer's own send kernel.)
+// ungrouped weftSend/weftRecv is a launch of its own); its lanes are resident together (the planner
+// refuses a launch with more lanes than the grid bound allows: grid <= the grid bound, as the
+// collectives'). A send round q waits only for the peer's receive of round q - 2; a receive round q
+// only for the peer's send of round q (and, in place, for this rank's own send of round q, below).
+// So a send of at most two rounds completes whatever the peer does next, a longer one needs the
+// peer's matching receive to be running (in this launch or a later one whose predecessors finish),
+// and a receive needs the peer's send to be running: exactly NCCL's rule. In particular a group
+// {send, recv} on one rank matches separate recv-then-send or send-then-recv calls on the other:
+// the receive lane does not wait for the send lane nor the reverse.
 // Several sends to one peer run in posting order, matched in order with the peer's receives.
 // In place (all-to-all with sendbuff == recvbuff, or a send and a receive of one buffer with one
-// peer, same position in posting order and the same rounds before it): round k's receive writes
-// exactly the bytes round k's send already copied into staging, each granule by the thread that
-// copied it. Sends to itself are copies (every block, after its peer's rounds).
+// peer, same position in posting order and the same rounds before it; the planner marks such a
+// receive afterSend): the receive lane's round k writes exactly the bytes the send lane's round k
+// (the same launch-local round, the same lane block, the same granules) copies into staging, so
+// before it the receive block waits for this rank's own sent[b] >= sbase + k (a local wait in one
+// direction: a receive waits for a send of this rank, never the reverse, so it adds no cycle within
+// the rank). Across ranks it does add one dependency: an in-place receive of round k needs the
+// peer to have received this rank's round k - 2, so an in-place exchange longer than two rounds
+// needs the peer's receive running alongside its send (one group on the peer too, as all-to-all
+// posts it); otherwise the wait ends at the deadline with an error, never a hang.
+// Sends to itself are copies (every block, after its lane's rounds).
 
 inline constexpr int kMaxP2pOps = 64;  // operations per launch (the kernel argument stays < 4 KiB)
 enum P2pDir : int32_t { kP2pSend = 0, kP2pRecv = 1, kP2pSelf = 2 };
@@ -466,17 +479,19 @@ struct P2pOp {
   char* dst = nullptr;        // recv, self
   uint64_t bytes = 0;
   int32_t peer = 0;
-  int32_t dir = kP2pSend;
+  int16_t dir = kP2pSend;
+  int16_t afterSend = 0;  // a receive in place: each round waits for this rank's send of that round
 };
 
 // One launch: the operations in posting order (self sends paired with self receives into kP2pSelf),
-// and the peers that get blocks: entry i (peer peers[i]) runs on blocks [i * P, (i + 1) * P).
+// and the lanes that get blocks: lane i (lanes[i] = peer * 2 + kP2pSend or kP2pRecv) runs on blocks
+// [i * P, (i + 1) * P).
 struct P2pDesc {
   int32_t nops = 0;
-  int32_t npeers = 0;
-  int32_t blocksPerPeer = 1;  // P
+  int32_t nlanes = 0;
+  int32_t blocksPerPeer = 1;  // P, blocks per lane
   int32_t pad = 0;
-  int32_t peers[kMaxRanks] = {};
+  int32_t lanes[2 * kMaxRanks] = {};
   P2pOp ops[kMaxP2pOps] = {};
 };
 
@@ -490,10 +505,10 @@ inline constexpr uint64_t kP2pStageOff = (kP2pHdrOff + 8ull * 2 * kMaxRanks + 25
 WEFT_HD uint64_t p2pRegionBytes(int nranks, uint64_t p2pBytes) {
   return kP2pStageOff + static_cast<uint64_t>(nranks > 1 ? nranks - 1 : 0) * 2 * p2pBytes;
 }
-// Blocks per peer: the grid bound shared by the peers of an all-to-all. Every rank computes it
-// from the same (comm-agreed) values.
+// Blocks per lane: the grid bound shared by the 2 * (nranks - 1) lanes of an all-to-all. Every
+// rank computes it from the same (comm-agreed) values.
 WEFT_HD int p2pBlocksPerPeer(int maxBlocks, int nranks) {
-  int p = nranks > 1 ? maxBlocks / (nranks - 1) : maxBlocks;
+  int p = nranks > 1 ? maxBlocks / (2 * (nranks - 1)) : maxBlocks;
   if (p > kMaxBlocks) p = kMaxBlocks;
   return p < 1 ? 1 : p;
 }
@@ -604,46 +619,48 @@ WEFT_HD int nextP2p(const P2pDesc& d, int i, int peer, int32_t dir) {
 template <class X>
 WEFT_HD uint32_t runP2p(const DevComm& c, const P2pDesc& d, X& x) {
   const int P = d.blocksPerPeer;
-  const int entry = x.block / P;
-  const int peer = entry < d.npeers ? d.peers[entry] : -1;
+  const int li = x.block / P;
+  const int lane = li < d.nlanes ? d.lanes[li] : -1;
+  const int peer = lane >= 0 ? lane >> 1 : -1;
   uint64_t sbase = 0, rbase = 0;
   if (!x.begin(c, peer, &sbase, &rbase)) return kWaitAborted;
   if (peer >= 0) {
-    const int pb = x.block - entry * P;  // pair block
+    const int pb = x.block - li * P;  // lane (pair) block
     x.own(pb, P);
     const uint64_t H = c.p2pBytes;
-    int si = nextP2p(d, 0, peer, kP2pSend), ri = nextP2p(d, 0, peer, kP2pRecv);
-    uint64_t soff = 0, roff = 0, q = 0;  // offsets into the current send / receive
-    uint64_t sq = sbase, rq = rbase;      // the last sequence of each direction
-    while (si < d.nops || ri < d.nops) {
-      if (si < d.nops) {
-        const P2pOp& o = d.ops[si];
-        q = ++sq;
-        const uint64_t len = minU(H, o.bytes - soff);
-        uint32_t w = x.await(c, ackFlag(c, peer, c.rank, pb), q > 2 ? q - 2 : 0, peer, pb, q, kWhatSend,
-                             static_cast<const uint64_t*>(nullptr), 0);
-        if (w != kWaitReady) return w;
-        x.copy(p2pStage(c, c.rank, peer, q), o.src + soff, 0, len);
-        x.post(c, sentFlag(c, c.rank, peer, pb), q, pb == 0 ? hdrWord(c, c.rank, peer, q) : nullptr, o.bytes);
-        soff += len;
-        if (soff >= o.bytes) {
-          soff = 0;
-          si = nextP2p(d, si + 1, peer, kP2pSend);
+    if ((lane & 1) == kP2pSend) {
+      uint64_t q = sbase;  // the pair's send sequence
+      for (int i = nextP2p(d, 0, peer, kP2pSend); i < d.nops; i = nextP2p(d, i + 1, peer, kP2pSend)) {
+        const P2pOp& o = d.ops[i];
+        for (uint64_t off = 0; off < o.bytes; off += H) {
+          ++q;
+          const uint64_t len = minU(H, o.bytes - off);
+          uint32_t w = x.await(c, ackFlag(c, peer, c.rank, pb), q > 2 ? q - 2 : 0, peer, pb, q, kWhatSend,
+                               static_cast<const uint64_t*>(nullptr), 0);
+          if (w != kWaitReady) return w;
+          x.copy(p2pStage(c, c.rank, peer, q), o.src + off, 0, len);
+          x.post(c, sentFlag(c, c.rank, peer, pb), q, pb == 0 ? hdrWord(c, c.rank, peer, q) : nullptr, o.bytes);
         }
       }
-      if (ri < d.nops) {
-        const P2pOp& o = d.ops[ri];
-        q = ++rq;
-        const uint64_t len = minU(H, o.bytes - roff);
-        uint32_t w = x.await(c, sentFlag(c, peer, c.rank, pb), q, peer, pb, q, kWhatRecv,
-                             pb == 0 ? static_cast<const uint64_t*>(hdrWord(c, peer, c.rank, q)) : nullptr, o.bytes);
-        if (w != kWaitReady) return w;
-        x.copy(o.dst + roff, p2pStage(c, peer, c.rank, q), 0, len);
-        x.post(c, ackFlag(c, c.rank, peer, pb), q, static_cast<uint64_t*>(nullptr), 0);
-        roff += len;
-        if (roff >= o.bytes) {
-          roff = 0;
-          ri = nextP2p(d, ri + 1, peer, kP2pRecv);
+    } else {
+      uint64_t q = rbase;  // the pair's receive sequence
+      for (int i = nextP2p(d, 0, peer, kP2pRecv); i < d.nops; i = nextP2p(d, i + 1, peer, kP2pRecv)) {
+        const P2pOp& o = d.ops[i];
+        for (uint64_t off = 0; off < o.bytes; off += H) {
+          ++q;
+          const uint64_t len = minU(H, o.bytes - off);
+          uint32_t w;
+          if (o.afterSend != 0) {
+            // In place: this rank's send lane copied these bytes out (launch-local round q - rbase).
+            w = x.await(c, sentFlag(c, c.rank, peer, pb), sbase + (q - rbase), peer, pb, q, kWhatRecv,
+                        static_cast<const uint64_t*>(nullptr), 0);
+            if (w != kWaitReady) return w;
+          }
+          w = x.await(c, sentFlag(c, peer, c.rank, pb), q, peer, pb, q, kWhatRecv,
+                      pb == 0 ? static_cast<const uint64_t*>(hdrWord(c, peer, c.rank, q)) : nullptr, o.bytes);
+          if (w != kWaitReady) return w;
+          x.copy(o.dst + off, p2pStage(c, peer, c.rank, q), 0, len);
+          x.post(c, ackFlag(c, c.rank, peer, pb), q, static_cast<uint64_t*>(nullptr), 0);
         }
       }
     }

@@ -270,6 +270,68 @@ void testP2p(const Ctx& c, const Dev& d) {
     expectSame(c, "send/recv to itself", r, fromDev(c, d.b, count * 2), in.data(), weftFloat16, count);
     cases += 2;
   }
+  // A group on one rank, separate calls on the other, several staging rounds each way (the default
+  // WEFT_CUDA_P2P_BYTES is 512 KiB): the group's send and receive progress independently, so
+  // rank 1 may receive before it sends, or send before it receives.
+  if (rank <= 1) {
+    const size_t c0 = 500000, c1 = 300007;  // rank 0 -> 1: float32 (4 rounds); 1 -> 0: uint64 (5 rounds)
+    Bytes from0(c0 * 4 + 1), from1(c1 * 8 + 1);
+    fillInput(weftFloat32, weftSum, 0, n, from0.data(), c0);
+    fillInput(weftUint64, weftSum, 1, n, from1.data(), c1);
+    for (int order = 0; order < 2; ++order) {
+      const std::string lab = std::string("group {send, recv} vs ") + (order == 0 ? "recv then send" : "send then recv");
+      if (rank == 0) {
+        toDev(c, d.a, from0, c0 * 4);
+        CHECK(weftGroupStart() == weftSuccess, "group start");
+        weftSend(d.a, c0, weftFloat32, 1, c.comm, c.s);
+        weftRecv(d.b, c1, weftUint64, 1, c.comm, c.s);
+        weftResult_t r = weftGroupEnd();
+        expectSame(c, lab, r, fromDev(c, d.b, c1 * 8), from1.data(), weftUint64, c1);
+      } else {
+        toDev(c, d.a, from1, c1 * 8);
+        weftResult_t r1, r2;
+        if (order == 0) {
+          r1 = weftRecv(d.b, c0, weftFloat32, 0, c.comm, c.s);
+          r2 = weftSend(d.a, c1, weftUint64, 0, c.comm, c.s);
+        } else {
+          r2 = weftSend(d.a, c1, weftUint64, 0, c.comm, c.s);
+          r1 = weftRecv(d.b, c0, weftFloat32, 0, c.comm, c.s);
+        }
+        expectSame(c, lab, r1 != weftSuccess ? r1 : r2, fromDev(c, d.b, c0 * 4), from0.data(), weftFloat32, c0);
+      }
+      cases++;
+    }
+  }
+  // {all-to-all, all-reduce} in one group on even ranks, the same two calls ungrouped on odd ranks:
+  // the group keeps the all-reduce behind the all-to-all (posting order), as the odd ranks run them.
+  {
+    const size_t count = 70001, total = count * static_cast<size_t>(n);
+    Bytes in(total * 4 + 1), want(total * 4 + 1), other(total * 4 + 1), arIn(count * 4 + 1), arWant(count * 4 + 1);
+    fillInput(weftInt32, weftSum, rank, n, in.data(), total);
+    for (int p = 0; p < n; ++p) {
+      fillInput(weftInt32, weftSum, p, n, other.data(), total);
+      std::memcpy(want.data() + static_cast<size_t>(p) * count * 4, other.data() + static_cast<size_t>(rank) * count * 4, count * 4);
+    }
+    fillInput(weftInt32, weftSum, rank, n, arIn.data(), count);
+    fillExpected(weftInt32, weftSum, n, arWant.data(), count);
+    toDev(c, d.a, in, total * 4);
+    char* ar = d.a + total * 4 + 256 - (total * 4) % 256;  // after the all-to-all's input (d.a is 300007 * 8 * n)
+    toDev(c, ar, arIn, count * 4);
+    weftResult_t r1, r2, r = weftSuccess;
+    if (rank % 2 == 0) {
+      CHECK(weftGroupStart() == weftSuccess, "group start");
+      r1 = weftAlltoAll(d.a, d.b, count, weftInt32, c.comm, c.s);
+      r2 = weftAllReduce(ar, ar, count, weftInt32, weftSum, c.comm, c.s);
+      r = weftGroupEnd();
+    } else {
+      r1 = weftAlltoAll(d.a, d.b, count, weftInt32, c.comm, c.s);
+      r2 = weftAllReduce(ar, ar, count, weftInt32, weftSum, c.comm, c.s);
+    }
+    const weftResult_t rr = r1 != weftSuccess ? r1 : r2 != weftSuccess ? r2 : r;
+    expectSame(c, "group {all-to-all, all-reduce} vs ungrouped: all-to-all", rr, fromDev(c, d.b, total * 4), want.data(), weftInt32, total);
+    expectSame(c, "group {all-to-all, all-reduce} vs ungrouped: all-reduce", rr, fromDev(c, ar, count * 4), arWant.data(), weftInt32, count);
+    cases += 2;
+  }
   // Refusals, on every rank alike (nothing is launched): two streams in one group; host and device
   // buffers of one communicator in one group.
   {

@@ -729,17 +729,17 @@ TEST(DeviceP2p, AllToAllInAndOutOfPlace) {
         ++i;
       }
     }
-    runScript(n, 128, n == 8 ? 7 : 2 * (n - 1), s, "all-to-all");
+    runScript(n, 128, n == 8 ? 14 : 4 * (n - 1), s, "all-to-all");  // 8 ranks: one block per lane
   }
 }
 
 TEST(DeviceP2p, AllToAllBlocksChangeNothing) {
-  // One block per peer, and many: the pair's ownership is fixed per communicator either way.
+  // One block per lane, and many: the pair's ownership is fixed per communicator either way.
   std::vector<std::vector<Launch>> s(3);
   for (size_t bytes : {2000u, 33u})
     for (int r = 0; r < 3; ++r) s[static_cast<size_t>(r)].push_back({{TOp::kAllToAll, 0, bytes, bytes == 33u}});
-  runScript(3, 256, 2, s, "all-to-all, one block per peer");
-  runScript(3, 256, 12, s, "all-to-all, six blocks per peer");
+  runScript(3, 256, 4, s, "all-to-all, one block per lane");
+  runScript(3, 256, 24, s, "all-to-all, six blocks per lane");
 }
 
 TEST(DeviceP2p, SeveralSendsToOnePeerMatchedInOrder) {
@@ -755,6 +755,87 @@ TEST(DeviceP2p, SeveralSendsToOnePeerMatchedInOrder) {
   s[1].push_back({{TOp::kRecv, 0, 65}});
   s[1].push_back({{TOp::kRecv, 0, 600}});
   runScript(3, 256, 4, s, "several sends to one peer");
+}
+
+// A group on one rank, separate calls on the other (review finding 1): the group's receive must
+// not wait behind its send's later rounds, nor its send behind its receive. With one block running
+// both directions in lockstep both hung (the first at rank 0's receive, the second at its send).
+TEST(DeviceP2p, GroupedSendRecvVsRecvThenSend) {
+  std::vector<std::vector<Launch>> s(2);
+  s[0].push_back({{TOp::kSend, 1, 768}, {TOp::kRecv, 1, 256}});  // 3 rounds out, 1 in
+  s[1].push_back({{TOp::kRecv, 0, 768}});
+  s[1].push_back({{TOp::kSend, 0, 256}});
+  runScript(2, 256, 2, s, "grouped {send, recv} vs recv then send");
+  runScript(2, 256, 8, s, "grouped {send, recv} vs recv then send");
+}
+TEST(DeviceP2p, GroupedSendRecvVsSendThenRecv) {
+  std::vector<std::vector<Launch>> s(2);
+  s[0].push_back({{TOp::kSend, 1, 768}, {TOp::kRecv, 1, 1280}});  // 3 rounds out, 5 in
+  s[1].push_back({{TOp::kSend, 0, 1280}});
+  s[1].push_back({{TOp::kRecv, 0, 768}});
+  runScript(2, 256, 2, s, "grouped {send, recv} vs send then recv");
+  // The receive posted first in the group, and many rounds each way.
+  std::vector<std::vector<Launch>> t(2);
+  t[0].push_back({{TOp::kRecv, 1, 5000, false, 3}, {TOp::kSend, 1, 4100}});
+  t[1].push_back({{TOp::kSend, 0, 5000}});
+  t[1].push_back({{TOp::kRecv, 0, 4100, false, 5}});
+  runScript(2, 256, 4, t, "grouped {recv, send} vs send then recv");
+  // Three ranks: a pipeline stage (receive from the previous, send to the next) in one group on
+  // rank 1, separate calls on its neighbours in the order a pipeline posts them.
+  std::vector<std::vector<Launch>> u(3);
+  u[0].push_back({{TOp::kSend, 1, 3000}});
+  u[0].push_back({{TOp::kRecv, 1, 2000}});
+  u[1].push_back({{TOp::kSend, 2, 3000}, {TOp::kRecv, 0, 3000}, {TOp::kRecv, 2, 2000}, {TOp::kSend, 0, 2000}});
+  u[2].push_back({{TOp::kSend, 1, 2000}});
+  u[2].push_back({{TOp::kRecv, 1, 3000}});
+  runScript(3, 256, 4, u, "pipeline stage grouped, neighbours ungrouped");
+}
+// Random groups on 3 ranks (the reviewer's check, kept): per ordered pair 0-2 messages of 1-2000
+// bytes, each rank one group with its sends and receives in a random interleaving (the order within
+// a pair and direction kept), one block per lane.
+TEST(DeviceP2p, RandomGroupsOnThreeRanks) {
+  std::mt19937 rng(7);
+  const int n = 3;
+  for (int it = 0; it < 30; ++it) {
+    std::vector<std::vector<std::vector<size_t>>> msgs(n, std::vector<std::vector<size_t>>(n));
+    for (int a = 0; a < n; ++a)
+      for (int b = 0; b < n; ++b)
+        if (a != b)
+          for (unsigned j = 0, k = rng() % 3; j < k; ++j) msgs[a][b].push_back(1 + rng() % 2000);
+    std::vector<std::vector<Launch>> s(n);
+    for (int r = 0; r < n; ++r) {
+      std::vector<std::vector<TOp>> lists;  // per peer and direction, in order
+      for (int p = 0; p < n; ++p) {
+        if (p == r) continue;
+        lists.emplace_back();
+        for (size_t b : msgs[r][p]) lists.back().push_back({TOp::kSend, p, b});
+        lists.emplace_back();
+        for (size_t b : msgs[p][r]) lists.back().push_back({TOp::kRecv, p, b});
+      }
+      std::vector<size_t> next(lists.size(), 0);
+      Launch group;
+      for (;;) {
+        std::vector<size_t> live;
+        for (size_t q = 0; q < lists.size(); ++q)
+          if (next[q] < lists[q].size()) live.push_back(q);
+        if (live.empty()) break;
+        const size_t q = live[rng() % live.size()];
+        group.push_back(lists[q][next[q]++]);
+      }
+      s[r].push_back(group);
+    }
+    runScript(n, 256, 4, s, "random groups " + std::to_string(it));
+  }
+}
+
+// Lanes run independently, so the in-place forms rely on the receive lane waiting for this rank's
+// own send of each round: many rounds, one block per lane and several, both sides grouped.
+TEST(DeviceP2p, InPlaceManyRoundsWithLanes) {
+  for (int blocks : {2, 6}) {
+    std::vector<std::vector<Launch>> s(3);
+    for (int r = 0; r < 3; ++r) s[r].push_back({{TOp::kAllToAll, 0, 2600, true, 0}});
+    runScript(3, 256, blocks * 2, s, "all-to-all in place, " + std::to_string(blocks) + " blocks per lane");
+  }
 }
 
 TEST(DeviceP2p, SelfSendRecvAndInPlacePair) {
@@ -784,15 +865,22 @@ TEST(DeviceP2p, InPlaceExchangeWithOnePeer) {
       std::vector<P2pCall> cs = {{false, buf[r].data(), B, 1 - r, nullptr}, {true, buf[r].data(), B, 1 - r, nullptr}};
       P2pDesc d;
       int nb = 0;
-      if (!planP2p(r, 2, 1, w.p2pBytes, cs, &d, &nb).isOk() || nb != 1) {
+      if (!planP2p(r, 2, 2, w.p2pBytes, cs, &d, &nb).isOk() || nb != 2) {
         bad++;
         return;
       }
-      std::mt19937 rng(static_cast<unsigned>(r));
-      HostExec<uint8_t> x;
-      x.rng = &rng;
-      x.own(0, 1);
-      if (runP2p(w.comms[static_cast<size_t>(r)], d, x) != kWaitReady) bad++;
+      std::vector<std::thread> blocks;  // the send lane and the receive lane
+      for (int b = 0; b < nb; ++b)
+        blocks.emplace_back([&, b] {
+          std::mt19937 rng(static_cast<unsigned>(r * 7 + b));
+          HostExec<uint8_t> x;
+          x.rng = &rng;
+          x.block = b;
+          x.grid = nb;
+          x.own(b, nb);
+          if (runP2p(w.comms[static_cast<size_t>(r)], d, x) != kWaitReady) bad++;
+        });
+      for (auto& t : blocks) t.join();
     });
   for (auto& t : ts) t.join();
   ASSERT_EQ(bad.load(), 0);
@@ -867,7 +955,7 @@ TEST(DeviceP2p, ADeadPeerEndsTheWaitOnIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
     __atomic_store_n(&w.abortWords[2], 1u, __ATOMIC_RELEASE);  // the bootstrap's failure hook sets it
   });
-  EXPECT_EQ(playP2p(w, 0, {{true, a.data(), 64, 2, nullptr}, {false, b.data(), 64, 1, nullptr}}), kWaitPeerAborted);
+  EXPECT_EQ(playP2p(w, 0, {{true, a.data(), 64, 2, nullptr}, {false, b.data(), 64, 1, nullptr}}, 2), kWaitPeerAborted);
   killer.join();
   EXPECT_EQ(w.errors[0].code, kWaitPeerAborted);
   EXPECT_EQ(w.errors[0].peer, 2);
@@ -1028,17 +1116,92 @@ TEST(DeviceP2p, PlannerRefusals) {
   std::vector<P2pCall> a2a;
   appendAllToAll(2, 4, a.data(), a.data(), 1000, nullptr, &a2a);
   ASSERT_TRUE(plan(2, a2a).isOk());
-  EXPECT_EQ(d.npeers, 3);
-  EXPECT_EQ(d.nops, 7);  // 3 sends, 3 receives, one copy to itself
-  EXPECT_EQ(d.blocksPerPeer, 2);
+  EXPECT_EQ(d.nlanes, 6);  // a send lane and a receive lane per peer
+  EXPECT_EQ(d.nops, 7);   // 3 sends, 3 receives, one copy to itself
+  EXPECT_EQ(d.blocksPerPeer, 1);
   EXPECT_EQ(nb, 6);
+  int inPlace = 0;
+  for (int i = 0; i < d.nops; ++i) inPlace += d.ops[i].afterSend;
+  EXPECT_EQ(inPlace, 3);  // the receives from the 3 peers wait for this rank's own sends
+  // More lanes than the grid bound: 8 ranks' all-to-all needs 14 co-resident blocks.
+  a2a.clear();
+  appendAllToAll(0, 8, a.data(), b.data(), 100, nullptr, &a2a);
+  st = planP2p(0, 8, 13, 256, a2a, &d, &nb);
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("grid bound is 13"), std::string::npos) << st.message();
+  ASSERT_TRUE(planP2p(0, 8, 14, 256, a2a, &d, &nb).isOk());
+  EXPECT_EQ(nb, 14);
+  // A ring (send to the next, receive from the previous) fits in 2.
+  ASSERT_TRUE(planP2p(3, 8, 2, 256, {{false, a.data(), 100, 4, nullptr}, {true, b.data(), 100, 2, nullptr}}, &d, &nb).isOk());
+  EXPECT_EQ(nb, 2);
+  st = planP2p(3, 8, 1, 256, {{false, a.data(), 100, 4, nullptr}, {true, b.data(), 100, 2, nullptr}}, &d, &nb);
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
   EXPECT_TRUE(plan(0, {{false, a.data(), 0, 1, nullptr}}).isOk());
   EXPECT_EQ(d.nops, 0);
 }
 
+// weftGroupEnd's launches (api.cc through DeviceGroup, the part that needs no GPU): a
+// communicator's collectives posted after its first send/receive are kept and run in posting order
+// with them (review finding 3: an all-reduce ran ahead of a grouped all-to-all, so the group
+// {all-to-all, all-reduce} on one rank and the same calls ungrouped on another deadlocked), and
+// sends/receives on two communicators in one group are refused (finding 2).
+TEST(DeviceP2p, GroupLaunchOrder) {
+  int c1 = 0, c2 = 0;
+  char a[64], b[64];
+  DeviceGroup g;
+  EXPECT_FALSE(g.keepsCollectives(&c1));  // before a send/receive: launched when posted
+  std::vector<P2pCall> a2a;
+  appendAllToAll(0, 2, a, b, 32, nullptr, &a2a);
+  for (auto& x : a2a) g.addP2p(&c1, x);
+  EXPECT_TRUE(g.keepsCollectives(&c1));
+  EXPECT_FALSE(g.keepsCollectives(&c2));
+  g.addCollective(&c1, 0);                                  // the all-reduce after the all-to-all
+  g.addP2p(&c1, {false, a, 8, 1, nullptr});                 // two more sends/receives: one kernel
+  g.addP2p(&c1, {true, b, 8, 1, nullptr});
+  g.addCollective(&c1, 1);
+  std::vector<DeviceGroup::Launch> l;
+  ASSERT_TRUE(g.launches(&l).isOk());
+  ASSERT_EQ(l.size(), 4u);
+  EXPECT_TRUE(l[0].p2p);
+  EXPECT_EQ(l[0].calls.size(), a2a.size());
+  EXPECT_FALSE(l[1].p2p);
+  EXPECT_EQ(l[1].index, 0u);
+  EXPECT_TRUE(l[2].p2p);
+  ASSERT_EQ(l[2].calls.size(), 2u);
+  EXPECT_FALSE(l[2].calls[0].recv);
+  EXPECT_TRUE(l[2].calls[1].recv);
+  EXPECT_FALSE(l[3].p2p);
+  EXPECT_EQ(l[3].index, 1u);
+  for (auto& x : l) EXPECT_EQ(x.comm, &c1);
+  // A second communicator with only collectives kept? None are (they ran when posted); with a
+  // send/receive of its own the group is refused, nothing launched.
+  g.addP2p(&c2, {true, b, 8, 1, nullptr});
+  Status st = g.launches(&l);
+  EXPECT_EQ(st.code(), Code::kInvalidUsage);
+  EXPECT_NE(st.message().find("2 communicators"), std::string::npos) << st.message();
+  EXPECT_TRUE(l.empty());
+}
+
+// A group whose last send the peer needs before it sends what the group receives: rank 0's group
+// {send 1000, recv 600, recv 300, send 100} is one launch; rank 1 receives both messages first,
+// then sends, call by call. The send lane finishes both sends while the receive lane waits (in
+// lockstep, rank 0 stopped at its first receive and rank 1 never got the 100 bytes).
+TEST(DeviceP2p, GroupedAndUngroupedRanksAgree) {
+  std::vector<std::vector<Launch>> s(2);
+  // rank 0's group {send 1000, recv 600, recv 300, send 100} fuses into one launch;
+  s[0].push_back({{TOp::kSend, 1, 1000}, {TOp::kRecv, 1, 600}, {TOp::kRecv, 1, 300}, {TOp::kSend, 1, 100}});
+  // rank 1 posts the same messages call by call, receives first.
+  s[1].push_back({{TOp::kRecv, 0, 1000}});
+  s[1].push_back({{TOp::kRecv, 0, 100}});
+  s[1].push_back({{TOp::kSend, 0, 600}});
+  s[1].push_back({{TOp::kSend, 0, 300}});
+  runScript(2, 128, 2, s, "grouped vs ungrouped, receives first");
+}
+
 TEST(DeviceP2p, Geometry) {
-  EXPECT_EQ(p2pBlocksPerPeer(66, 2), 66);
-  EXPECT_EQ(p2pBlocksPerPeer(16, 8), 2);
+  EXPECT_EQ(p2pBlocksPerPeer(66, 2), 33);  // per lane: a peer's sends, or its receives
+  EXPECT_EQ(p2pBlocksPerPeer(16, 8), 1);
+  EXPECT_EQ(p2pBlocksPerPeer(28, 8), 2);
   EXPECT_EQ(p2pBlocksPerPeer(4, 8), 1);
   EXPECT_EQ(p2pBlocksPerPeer(1000, 2), kMaxBlocks);
   EXPECT_EQ(kP2pStageOff % 256, 0u);
