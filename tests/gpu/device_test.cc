@@ -98,6 +98,9 @@ void testGraphReplays() {
     weftResult_t r = weftAllReduce(dsend, drecv, count, weftBfloat16, weftSum, comm, s);
     CUDA_OK(cudaStreamEndCapture(s, &graph));
     CHECK(r == weftSuccess, "captured all-reduce: %s", weftGetLastError(comm));
+    // Every thread has ended its capture before any instantiates: instantiating while another thread
+    // captures in global mode is refused and invalidates that capture (seen on an H200).
+    bar.arrive_and_wait();
     cudaGraphExec_t exec;
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     bar.arrive_and_wait();
