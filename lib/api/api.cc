@@ -261,6 +261,13 @@ struct PendingWindow {
 };
 thread_local std::vector<PendingWindow> tlsGroupWindows;
 
+// A second thread entered a call on a communicator that one thread is already using.
+weftResult_t busyError(const char* call) {
+  return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
+                                   "may use a communicator"),
+                call);
+}
+
 // Runs (or, inside a group, posts) one operation.
 // Device buffers: *handled = true when the call had device buffers (then the result is returned).
 // Both buffers must be of one kind. Device collectives are stream-ordered; inside
@@ -298,9 +305,7 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
     }
     CallGuard guard(comm);
     if (guard.busy())
-      return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
-                                       "may use a communicator"),
-                    call);
+      return busyError(call);
     weft::Status s = comm->impl->asyncError();
     if (s) s = comm->device->runP2p(calls);
     return report(s, call);
@@ -321,9 +326,7 @@ weftResult_t submitDevice(const char* call, weftComm_t comm, const weft::engine:
   }
   CallGuard guard(comm);
   if (guard.busy())
-    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
-                                     "may use a communicator"),
-                  call);
+    return busyError(call);
   weft::Status s = comm->impl->asyncError();
   if (s) s = comm->device->run(dc);
   return report(s, call);
@@ -339,9 +342,7 @@ weftResult_t submit(const char* call, weftComm_t comm, const weft::engine::OpDes
   }
   CallGuard guard(comm);
   if (guard.busy())
-    return report(weft::invalidUsage("another thread is already in a call on this communicator: one thread at a time "
-                                     "may use a communicator"),
-                  call);
+    return busyError(call);
   return report(comm->impl->run(d), call);
 }
 
