@@ -865,14 +865,7 @@ Status Communicator::plan(const OpDesc& op, Part* part) {
   h.algo = static_cast<uint8_t>(algo);
   if (direct_ && op.coll != CollType::kSend && op.coll != CollType::kRecv) {
     // A direct all-reduce of a peer waiting at this sequence number can tell that we called this.
-    DirectDesc d;
-    d.seq = h.seq;
-    d.coll = h.coll;
-    d.dtype = h.dtype;
-    d.redop = h.redop;
-    d.algo = h.algo;
-    d.count = h.count;
-    direct_->announce(rank_, d);
+    direct_->announce(rank_, descOf(h));
   }
   int bucket = 0;
   for (size_t b = op.count * esize; b > 1; b >>= 1) ++bucket;

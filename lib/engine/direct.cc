@@ -321,10 +321,18 @@ bool DirectRegion::announced(int peer, DirectDesc* d) const {
 
 // ---- The direct all-reduces -------------------------------------------------------------------
 
-namespace {
-inline bool reached(uint32_t v, uint32_t k) { return static_cast<int32_t>(v - k) >= 0; }
+DirectDesc descOf(const OpHeader& h) {
+  DirectDesc d;
+  d.seq = h.seq;
+  d.coll = h.coll;
+  d.dtype = h.dtype;
+  d.redop = h.redop;
+  d.algo = h.algo;
+  d.count = h.count;
+  return d;
+}
 
-// The descriptor as the channels' op header, for describeOp().
+// (root is not part of a direct descriptor: the direct path runs all-reduces only.)
 OpHeader headerOf(const DirectDesc& d) {
   OpHeader h{};
   h.seq = d.seq;
@@ -336,6 +344,9 @@ OpHeader headerOf(const DirectDesc& d) {
   h.root = -1;
   return h;
 }
+
+namespace {
+inline bool reached(uint32_t v, uint32_t k) { return static_cast<int32_t>(v - k) >= 0; }
 
 // memcpy, or with streaming (non-temporal) stores for the aligned middle when `stream`.
 void copyOut(char* dst, const char* src, size_t bytes, bool stream) {

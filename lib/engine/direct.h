@@ -57,6 +57,11 @@ struct DirectDesc {
 };
 static_assert(sizeof(DirectDesc) == 16);
 
+struct OpHeader;  // lib/engine/channel.h
+// The channels' op header as a direct descriptor (a channel collective's announcement), and back.
+DirectDesc descOf(const OpHeader& h);
+OpHeader headerOf(const DirectDesc& d);
+
 struct alignas(128) FutexWord {
   std::atomic<uint32_t> value{0};
 };
